@@ -1,0 +1,3 @@
+from talkinghead.cli import main
+
+raise SystemExit(main())

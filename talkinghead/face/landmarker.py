@@ -1,0 +1,142 @@
+"""Face analysis over MediaPipe FaceLandmarker: 478 landmarks, 52 blendshapes, head pose matrix.
+
+One module owns the face model. It finds faces on photos and stylized portraits (a padded,
+downscaled second look when the first finds nothing), picks the largest face when there are
+several, and turns "no face" / "face too small" into one-line errors that name the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from talkinghead.errors import NoFaceError
+from talkinghead.types import FaceAnalysis
+
+log = logging.getLogger("talkinghead")
+MIN_FACE_PX = 64
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """MediaPipe's C++ side logs to fd 2 when a graph starts; keep the user's terminal clean."""
+    try:
+        fd = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
+class FaceLandmarker:
+    """Wrapper over the MediaPipe task. `video=True` tracks across frames (timestamps required)."""
+
+    def __init__(self, video: bool = False, max_faces: int = 4, min_confidence: float = 0.5) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        from talkinghead.assets import asset_path
+
+        mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(asset_path("face_landmarker.task"))),
+            running_mode=mode, num_faces=max_faces,
+            min_face_detection_confidence=min_confidence, min_face_presence_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+            output_face_blendshapes=True, output_facial_transformation_matrixes=True)
+        with _quiet_stderr():
+            self._task = vision.FaceLandmarker.create_from_options(options)
+        self.video = video
+
+    def close(self) -> None:
+        if self._task is not None:
+            with _quiet_stderr():
+                self._task.close()
+            self._task = None
+
+    def __enter__(self) -> FaceLandmarker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # MediaPipe's own __del__ fails at interpreter exit
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def detect(self, image: np.ndarray, timestamp_ms: int | None = None) -> list[FaceAnalysis]:
+        """All faces in an (H, W, 3) uint8 RGB image, largest first."""
+        import mediapipe as mp
+
+        h, w = image.shape[:2]
+        mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        if self.video:
+            result = self._task.detect_for_video(mp_image, int(timestamp_ms or 0))
+        else:
+            result = self._task.detect(mp_image)
+        faces = []
+        n = len(result.face_landmarks)
+        for i in range(n):
+            lm = np.array([(p.x * w, p.y * h, p.z * w) for p in result.face_landmarks[i]], np.float32)
+            bs = np.array([c.score for c in result.face_blendshapes[i]], np.float32)
+            mat = np.array(result.facial_transformation_matrixes[i], np.float32).reshape(4, 4)
+            faces.append(FaceAnalysis(lm, bs, mat, (h, w), n))
+        faces.sort(key=lambda f: f.size, reverse=True)
+        return faces
+
+    def detect_robust(self, image: np.ndarray) -> list[FaceAnalysis]:
+        """`detect`, then a second look on a padded square downscaled to 1024 px (helps small or
+        off-centre faces, paintings and drawings, which the short-range detector can miss)."""
+        faces = self.detect(image)
+        if faces or self.video:
+            return faces
+        h, w = image.shape[:2]
+        side = max(h, w)
+        pad = np.full((side, side, 3), 127, np.uint8)
+        y0, x0 = (side - h) // 2, (side - w) // 2
+        pad[y0:y0 + h, x0:x0 + w] = image
+        k = min(1.0, 1024.0 / side)
+        if k < 1.0:
+            import cv2
+
+            pad = cv2.resize(pad, (round(side * k), round(side * k)), interpolation=cv2.INTER_AREA)
+        out = []
+        for f in self.detect(pad):
+            lm = f.landmarks.copy()
+            lm /= k
+            lm[:, 0] -= x0
+            lm[:, 1] -= y0
+            out.append(FaceAnalysis(lm, f.blendshapes, f.matrix, (h, w), f.num_faces))
+        return out
+
+
+def analyze_portrait(image: np.ndarray, name: str, landmarker: FaceLandmarker | None = None,
+                     min_face: int = MIN_FACE_PX) -> FaceAnalysis:
+    """The one face to animate in a portrait: the largest, with clear errors when there is none."""
+    own = landmarker is None
+    landmarker = landmarker or FaceLandmarker()
+    try:
+        faces = landmarker.detect_robust(image)
+    finally:
+        if own:
+            landmarker.close()
+    if not faces:
+        raise NoFaceError(f"{name}: no face found in the image")
+    if len(faces) > 1:
+        log.warning("%s: %d faces found; animating the largest (%.0f px)", name, len(faces),
+                    faces[0].size)
+    face = faces[0]
+    if face.size < min_face:
+        raise NoFaceError(f"{name}: the face is {face.size:.0f} px, too small to animate "
+                          f"(needs at least {min_face} px; use a larger image)")
+    return face

@@ -1,0 +1,127 @@
+"""Video-driven animation: portrait + driving video -> talking video (relative motion transfer).
+
+Expression, head pose and blinks of the driving face are taken relative to its first frame
+(delta = frame - first, as DAWN's pose/blink control and SadTalker's reenactment do) and
+applied to the portrait by the geometric renderer. Frames stream from decoder to encoder, so
+memory stays flat in the video's length.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from talkinghead.errors import InputError
+from talkinghead.face.crop import MODES, crop_box, crop_image
+from talkinghead.face.extract import extract_video_motion, motion_from_face
+from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+from talkinghead.io.atomic import check_writable
+from talkinghead.io.image import read_image
+from talkinghead.io.video import video_info, write_video
+from talkinghead.motion.filters import smooth_pose, still
+from talkinghead.render.geometric import GeometricRenderer, RenderConfig, SourceState
+from talkinghead.types import FaceAnalysis, Motion
+
+
+@dataclass(frozen=True)
+class DriveConfig:
+    fps: float = 25.0
+    mode: str = "full"            # "full": paste back into the whole image; "crop": face crop
+    crop_size: int = 512
+    expression_scale: float = 1.0
+    pose_scale: float = 1.0
+    still: bool = False
+    smooth: bool = True
+    calibrate: bool = True        # fit the rig's jaw/lid response to the face model (~0.2 s)
+    render: RenderConfig = field(default_factory=RenderConfig)
+
+
+@dataclass
+class Portrait:
+    """The source as rendered: (possibly cropped) image and its face."""
+
+    image: np.ndarray
+    face: FaceAnalysis
+
+
+@dataclass
+class DriveOutput:
+    path: Path
+    num_frames: int
+    fps: float
+    motion: Motion                # the relative motion that was rendered
+    portrait: Portrait
+    timings: dict[str, float]     # seconds per stage
+
+
+def load_portrait(path: str | Path, landmarker: FaceLandmarker, mode: str = "full",
+                  crop_size: int = 512) -> Portrait:
+    """Read and analyse a portrait; in crop mode, cut the face crop and analyse that."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    image = read_image(path)
+    face = analyze_portrait(image, str(path), landmarker)
+    if mode == "crop":
+        image = crop_image(image, crop_box(face), crop_size)
+        face = analyze_portrait(image, f"{path} (crop)", landmarker)
+    return Portrait(image, face)
+
+
+def render_frames(renderer: GeometricRenderer, state: SourceState, motion: Motion,
+                  progress: bool = True) -> Iterator[np.ndarray]:
+    from tqdm import tqdm
+
+    for t in tqdm(range(len(motion)), disable=not progress, desc="rendering", unit="frame",
+                  leave=False):
+        yield renderer.render(state, motion[t])
+
+
+class DrivePipeline:
+    def __init__(self, config: DriveConfig = DriveConfig()) -> None:
+        self.config = config
+        self.renderer = GeometricRenderer(config.render)
+
+    def driving_motion(self, video: str | Path, progress: bool = True) -> Motion:
+        """Driving video -> relative, re-timed, scaled Motion."""
+        cfg = self.config
+        absolute = extract_video_motion(video, progress=progress)
+        motion = absolute.relative_to(absolute[0]).resample(cfg.fps)
+        if cfg.smooth:
+            motion = smooth_pose(motion)
+        motion = motion.scaled(cfg.expression_scale, cfg.pose_scale)
+        return still(motion) if cfg.still else motion
+
+    def __call__(self, image: str | Path, video: str | Path, output: str | Path,
+                 progress: bool = True) -> DriveOutput:
+        cfg = self.config
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        # 1. Check inputs and the output path before any work
+        output = check_writable(output)
+        info = video_info(video)
+        # 2. Analyse the portrait
+        with FaceLandmarker() as landmarker:
+            portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size)
+            state = self.renderer.prepare(portrait.image, portrait.face)
+            if cfg.calibrate:
+                self.renderer.calibrate(state, landmarker)
+        timings["portrait"] = time.perf_counter() - t0
+        # 3. Driving motion, relative to its first frame
+        t1 = time.perf_counter()
+        motion = self.driving_motion(video, progress)
+        timings["motion"] = time.perf_counter() - t1
+        # 4. Render and encode, streaming (the driving video's audio when it has one)
+        t2 = time.perf_counter()
+        n = write_video(output, render_frames(self.renderer, state, motion, progress), cfg.fps,
+                        audio=video if info.has_audio else None, num_frames=len(motion))
+        timings["render+encode"] = time.perf_counter() - t2
+        return DriveOutput(Path(output), n, cfg.fps, motion, portrait, timings)
+
+
+def source_motion(portrait: Portrait) -> Motion:
+    """The portrait's own (absolute) state, as a one-frame Motion."""
+    return motion_from_face(portrait.face)
