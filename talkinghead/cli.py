@@ -18,7 +18,7 @@ def _drive(a: argparse.Namespace) -> None:
     cfg = DriveConfig(fps=a.fps, mode="crop" if a.crop else "full", crop_size=a.size,
                       expression_scale=a.expression_scale, pose_scale=a.pose_scale,
                       still=a.still, smooth=not a.no_smooth)
-    out = DrivePipeline(cfg)(a.image, a.video, a.output, progress=not a.quiet)
+    out = DrivePipeline(cfg)(a.image, a.video, a.output, audio=a.audio, progress=not a.quiet)
     if not a.quiet:
         secs = sum(out.timings.values())
         print(f"wrote {out.path} ({out.num_frames} frames at {out.fps:g} fps, {secs:.1f} s)")
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--image", required=True, help="portrait (JPEG/PNG/WebP/BMP/TIFF)")
     d.add_argument("--video", required=True, help="driving video; its audio is kept")
     d.add_argument("-o", "--output", required=True, help="output .mp4")
+    d.add_argument("--audio", help="soundtrack to use instead of the driving video's audio")
     d.add_argument("--expression-scale", type=float, default=1.0)
     d.add_argument("--pose-scale", type=float, default=1.0)
     d.add_argument("--still", action="store_true", help="no head motion")

@@ -71,8 +71,8 @@ def extract_video_motion(path: str | Path, progress: bool = True) -> Motion:
     info = video_info(path)
     rows: list[Motion | None] = []
     with FaceLandmarker(video=True) as lm:
-        frames = tqdm(iter_frames(path), total=info.num_frames or None, disable=not progress,
-                      desc="analysing driving video", unit="frame", leave=False)
+        frames = tqdm(iter_frames(path), total=info.num_frames or None, desc="analysing video",
+                      disable=None if progress else True, unit="frame", leave=False)
         for i, frame in enumerate(frames):
             faces = lm.detect(frame, timestamp_ms=int(round(i * 1000.0 / info.fps)))
             rows.append(motion_from_face(faces[0]) if faces else None)

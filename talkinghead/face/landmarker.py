@@ -94,30 +94,59 @@ class FaceLandmarker:
         faces.sort(key=lambda f: f.size, reverse=True)
         return faces
 
-    def detect_robust(self, image: np.ndarray) -> list[FaceAnalysis]:
-        """`detect`, then a second look on a padded square downscaled to 1024 px (helps small or
-        off-centre faces, paintings and drawings, which the short-range detector can miss)."""
-        faces = self.detect(image)
-        if faces or self.video:
-            return faces
-        h, w = image.shape[:2]
-        side = max(h, w)
-        pad = np.full((side, side, 3), 127, np.uint8)
-        y0, x0 = (side - h) // 2, (side - w) // 2
-        pad[y0:y0 + h, x0:x0 + w] = image
-        k = min(1.0, 1024.0 / side)
-        if k < 1.0:
-            import cv2
+    def _detect_view(self, image: np.ndarray, box: tuple[int, int, int, int],
+                     side: int) -> list[FaceAnalysis]:
+        """Detect in the square view `box` (x0, y0 may be negative: grey padding), scaled to
+        `side` px; landmarks come back in the full image's pixels."""
+        import cv2
 
-            pad = cv2.resize(pad, (round(side * k), round(side * k)), interpolation=cv2.INTER_AREA)
+        h, w = image.shape[:2]
+        x0, y0, size = box[0], box[1], box[2] - box[0]
+        view = np.full((size, size, 3), 127, np.uint8)
+        sx0, sy0 = max(0, x0), max(0, y0)
+        sx1, sy1 = min(w, x0 + size), min(h, y0 + size)
+        view[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = image[sy0:sy1, sx0:sx1]
+        k = min(1.0, side / size)
+        if k < 1.0:
+            view = cv2.resize(view, (round(size * k), round(size * k)), interpolation=cv2.INTER_AREA)
         out = []
-        for f in self.detect(pad):
-            lm = f.landmarks.copy()
-            lm /= k
-            lm[:, 0] -= x0
-            lm[:, 1] -= y0
-            out.append(FaceAnalysis(lm, f.blendshapes, f.matrix, (h, w), f.num_faces))
+        for f in self.detect(view):
+            lm = f.landmarks / k
+            lm[:, 0] += x0
+            lm[:, 1] += y0
+            out.append(FaceAnalysis(lm, f.blendshapes, f.matrix, (h, w), 1))
         return out
+
+    def detect_robust(self, image: np.ndarray) -> list[FaceAnalysis]:
+        """All faces, looking harder than `detect`: the whole image, a padded square of it, and
+        overlapping square tiles along its long side. The short-range detector works on a small
+        square input and misses faces in wide, tall or large images, paintings and drawings."""
+        h, w = image.shape[:2]
+        found = self.detect(image)
+        side = max(h, w)
+        views = [((w - side) // 2, (h - side) // 2, (w - side) // 2 + side)]
+        short = min(h, w)
+        if side > 1.2 * short:  # tiles of the short side's size, half-overlapping
+            n = int(np.ceil(2 * side / short)) - 1
+            for i in range(n):
+                off = round(i * (side - short) / max(n - 1, 1))
+                views.append((off, 0, off + short) if w > h else (0, off, short))
+        for box in views:
+            for f in self._detect_view(image, box, 1024):
+                if all(_iou(f.bbox, g.bbox) < 0.3 for g in found):
+                    found.append(f)
+        for f in found:
+            f.num_faces = len(found)
+        found.sort(key=lambda f: f.size, reverse=True)
+        return found
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def analyze_portrait(image: np.ndarray, name: str, landmarker: FaceLandmarker | None = None,

@@ -22,10 +22,8 @@ def _open(path: str | Path):
         raise InputError(f"{path}: audio file not found")
     try:
         container = av.open(str(path))
-    except (av.error.InvalidDataError, av.error.ValueError, UnicodeDecodeError):
+    except (av.error.FFmpegError, UnicodeDecodeError):
         raise InputError(f"{path}: not a readable audio or video file") from None
-    except av.error.FFmpegError as e:
-        raise InputError(f"{path}: cannot open ({e})") from None
     if not container.streams.audio:
         container.close()
         raise InputError(f"{path}: has no audio stream")

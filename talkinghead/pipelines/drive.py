@@ -20,6 +20,7 @@ from talkinghead.face.crop import MODES, crop_box, crop_image
 from talkinghead.face.extract import extract_video_motion, motion_from_face
 from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
 from talkinghead.io.atomic import check_writable
+from talkinghead.io.audio import read_audio
 from talkinghead.io.image import read_image
 from talkinghead.io.video import video_info, write_video
 from talkinghead.motion.filters import smooth_pose, still
@@ -75,7 +76,7 @@ def render_frames(renderer: GeometricRenderer, state: SourceState, motion: Motio
                   progress: bool = True) -> Iterator[np.ndarray]:
     from tqdm import tqdm
 
-    for t in tqdm(range(len(motion)), disable=not progress, desc="rendering", unit="frame",
+    for t in tqdm(range(len(motion)), disable=None if progress else True, desc="rendering", unit="frame",
                   leave=False):
         yield renderer.render(state, motion[t])
 
@@ -96,13 +97,16 @@ class DrivePipeline:
         return still(motion) if cfg.still else motion
 
     def __call__(self, image: str | Path, video: str | Path, output: str | Path,
-                 progress: bool = True) -> DriveOutput:
+                 audio: str | Path | None = None, progress: bool = True) -> DriveOutput:
         cfg = self.config
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # 1. Check inputs and the output path before any work
         output = check_writable(output)
         info = video_info(video)
+        if audio is not None:
+            read_audio(audio)  # fail now, with its message, on empty or corrupt audio
+        soundtrack = audio if audio is not None else (video if info.has_audio else None)
         # 2. Analyse the portrait
         with FaceLandmarker() as landmarker:
             portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size)
@@ -117,7 +121,7 @@ class DrivePipeline:
         # 4. Render and encode, streaming (the driving video's audio when it has one)
         t2 = time.perf_counter()
         n = write_video(output, render_frames(self.renderer, state, motion, progress), cfg.fps,
-                        audio=video if info.has_audio else None, num_frames=len(motion))
+                        audio=soundtrack, num_frames=len(motion))
         timings["render+encode"] = time.perf_counter() - t2
         return DriveOutput(Path(output), n, cfg.fps, motion, portrait, timings)
 

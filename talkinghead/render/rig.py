@@ -29,7 +29,7 @@ class RigConfig:
     jaw_degrees: float = 20.0       # jaw rotation at jawOpen = 1 ...
     jaw_drop_cm: float = 2.0        # ... plus the condyle's slide down (chin drops, not only swings)
     jaw_hinge: tuple[float, float, float] = (0.0, -0.5, 3.0)  # cm, canonical (image axes)
-    lip_raise_cm: float = 0.35
+    lip_raise_cm: float = 0.15
     smile_cm: float = 0.45
     brow_cm: float = 0.5
 
@@ -69,7 +69,7 @@ class ExpressionRig:
         b = np.zeros((len(BS), len(v), 3), np.float32)
         mouth_c = v[[13, 14, 61, 291]].mean(0)
         d_mouth = np.linalg.norm(v - mouth_c, axis=1)
-        near_mouth = np.exp(-(d_mouth / 1.8) ** 2)
+        near_mouth = np.exp(-(d_mouth / 2.6) ** 2)
         lips = lower | upper
         lip_w = lips.astype(np.float32)
         lip_w[[61, 291, 78, 308]] = 1.0
@@ -100,7 +100,7 @@ class ExpressionRig:
         inner_brows = list(R.LEFT_BROW_INNER + R.RIGHT_BROW_INNER)
         b[BS["browInnerUp"], inner_brows, 1] = -c.brow_cm
         # pucker: lips narrow toward the centre and push forward; funnel: lips flare open
-        b[BS["mouthPucker"], :, 0] = -0.35 * (v[:, 0] - mouth_c[0]) / half_width * near_mouth
+        b[BS["mouthPucker"], :, 0] = -0.6 * (v[:, 0] - mouth_c[0]) / half_width * near_mouth
         b[BS["mouthPucker"], :, 2] = -0.5 * near_mouth
         radial = v[:, :2] - mouth_c[:2]
         radial /= np.maximum(np.linalg.norm(radial, axis=1, keepdims=True), 1e-6)
