@@ -1,0 +1,89 @@
+"""Benchmark (not a test): geometric renderer throughput and end-to-end cost of `drive`.
+
+Prints frames/s at 512x512 and at larger source resolutions (output at the source's full
+resolution), and seconds of compute per second of video for the whole job (portrait analysis,
+calibration, driving-video analysis, render, H.264/AAC encode). Writes bench/results/render.json.
+Goal (issue #2): >= 50 frames/s at 512x512 on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def render_fps(image: np.ndarray, motion, frames: int = 200) -> float:
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.render.geometric import GeometricRenderer
+
+    with FaceLandmarker() as lm:
+        face = analyze_portrait(image, "bench", lm)
+        r = GeometricRenderer()
+        state = r.prepare(image, face)
+        r.calibrate(state, lm)
+    for t in range(10):  # warm-up
+        r.render(state, motion[t % len(motion)])
+    t0 = time.perf_counter()
+    for t in range(frames):
+        r.render(state, motion[t % len(motion)])
+    return frames / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    import cv2
+
+    from talkinghead.assets import SAMPLE_DIR, asset_path
+    from talkinghead.io.image import read_image
+    from talkinghead.pipelines.drive import DriveConfig, DrivePipeline
+
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    portrait = SAMPLE_DIR / "portrait.jpg"
+    video = asset_path("carphone.mp4")
+    pipe = DrivePipeline(DriveConfig())
+    motion = pipe.driving_motion(video, progress=False)
+    image = read_image(portrait)
+    results: dict[str, object] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.strip(),
+        "render_fps": {},
+    }
+    for side in (512, 1024, 2048):
+        img = image if side == 512 else cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
+        fps = render_fps(img, motion, frames=200 if side <= 1024 else 80)
+        results["render_fps"][f"{side}x{side}"] = round(fps, 1)
+        print(f"render {side}x{side}: {fps:7.1f} frames/s")
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        out = pipe(portrait, video, Path(d) / "o.mp4", audio=SAMPLE_DIR / "speech.wav",
+                   progress=False)
+        total = time.perf_counter() - t0
+    seconds = out.num_frames / out.fps
+    results["end_to_end"] = {
+        "video_seconds": seconds, "compute_seconds": round(total, 3),
+        "compute_per_video_second": round(total / seconds, 3),
+        "stages": {k: round(v, 3) for k, v in out.timings.items()},
+    }
+    print(f"end to end (512x512, {seconds:.1f} s of video): {total:.2f} s "
+          f"= {total / seconds:.3f} s per second of video")
+    print("  stages:", ", ".join(f"{k} {v:.2f} s" for k, v in out.timings.items()))
+    goal = results["render_fps"]["512x512"] / 50.0
+    print(f"render goal ratio (>= 50 frames/s at 512x512): {goal:.2f}x")
+    dest = ROOT / "bench" / "results" / "render.json"
+    dest.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {dest.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
