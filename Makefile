@@ -25,3 +25,4 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_render.py
+	$(PY) bench/bench_roundtrip.py

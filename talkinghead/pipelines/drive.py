@@ -17,7 +17,7 @@ import numpy as np
 
 from talkinghead.errors import InputError
 from talkinghead.face.crop import MODES, crop_box, crop_image
-from talkinghead.face.extract import extract_video_motion, motion_from_face
+from talkinghead.face.extract import extract_video_motion
 from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
 from talkinghead.io.atomic import check_writable
 from talkinghead.io.audio import read_audio
@@ -124,8 +124,3 @@ class DrivePipeline:
                         audio=soundtrack, num_frames=len(motion))
         timings["render+encode"] = time.perf_counter() - t2
         return DriveOutput(Path(output), n, cfg.fps, motion, portrait, timings)
-
-
-def source_motion(portrait: Portrait) -> Motion:
-    """The portrait's own (absolute) state, as a one-frame Motion."""
-    return motion_from_face(portrait.face)

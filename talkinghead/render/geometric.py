@@ -190,7 +190,6 @@ class GeometricRenderer:
         neutral = Motion(np.zeros((1, 52)), np.zeros((1, 3)), np.zeros((1, 3)), np.ones(1),
                          np.zeros((1, 2)), relative=True)
         state.response = {}
-        base = None
         for name, levels in self.CALIBRATED.items():
             channels = ["eyeBlinkLeft", "eyeBlinkRight"] if name == "eyeBlink" else [name]
             read = []
@@ -202,8 +201,7 @@ class GeometricRenderer:
                     read.append(read[-1] if read else 0.0)
                     continue
                 read.append(float(np.mean(faces[0].blendshapes[[BS[c] for c in channels]])))
-            base = read[0]
-            measured = np.maximum.accumulate(np.asarray(read) - base)
+            measured = np.maximum.accumulate(np.asarray(read) - read[0])
             if measured[-1] > 0.05:  # a usable curve; otherwise keep the identity
                 state.response[name] = (np.asarray(levels, np.float32), measured.astype(np.float32))
 
