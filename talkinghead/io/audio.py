@@ -30,16 +30,6 @@ def _open(path: str | Path):
     return container
 
 
-def has_audio(path: str | Path) -> bool:
-    import av
-
-    try:
-        with av.open(str(path)) as c:
-            return bool(c.streams.audio)
-    except av.error.FFmpegError:
-        return False
-
-
 def output_layout(path: str | Path) -> tuple[int, str]:
     """(sample_rate, layout) to encode `path`'s audio as AAC: its own rate and up to 2 channels."""
     with _open(path) as c:
@@ -65,6 +55,15 @@ def iter_audio(path: str | Path, rate: int, layout: str = "mono", fmt: str = "fl
         raise InputError(f"{path}: corrupt audio ({e})") from None
     finally:
         container.close()
+
+
+def check_audio(path: str | Path) -> None:
+    """Fail now, with a one-line message, on missing, unreadable or empty audio; decodes only
+    up to the first samples, so long files are not read twice."""
+    for frame in iter_audio(path, 16000, "mono", "flt"):
+        if frame.samples > 0:
+            return
+    raise InputError(f"{path}: audio is empty (zero length)")
 
 
 def read_audio(path: str | Path, sample_rate: int = 16000) -> AudioClip:

@@ -20,7 +20,7 @@ from talkinghead.face.crop import MODES, crop_box, crop_image
 from talkinghead.face.extract import extract_video_motion
 from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
 from talkinghead.io.atomic import check_writable
-from talkinghead.io.audio import read_audio
+from talkinghead.io.audio import check_audio
 from talkinghead.io.image import read_image
 from talkinghead.io.video import video_info, write_video
 from talkinghead.motion.filters import smooth_pose, still
@@ -76,8 +76,8 @@ def render_frames(renderer: GeometricRenderer, state: SourceState, motion: Motio
                   progress: bool = True) -> Iterator[np.ndarray]:
     from tqdm import tqdm
 
-    for t in tqdm(range(len(motion)), disable=None if progress else True, desc="rendering", unit="frame",
-                  leave=False):
+    for t in tqdm(range(len(motion)), disable=None if progress else True, desc="rendering",
+                  unit="frame", leave=False):
         yield renderer.render(state, motion[t])
 
 
@@ -105,7 +105,7 @@ class DrivePipeline:
         output = check_writable(output)
         info = video_info(video)
         if audio is not None:
-            read_audio(audio)  # fail now, with its message, on empty or corrupt audio
+            check_audio(audio)
         soundtrack = audio if audio is not None else (video if info.has_audio else None)
         # 2. Analyse the portrait
         with FaceLandmarker() as landmarker:
