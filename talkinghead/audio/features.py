@@ -1,0 +1,234 @@
+"""Waveform -> per-video-frame speech features.
+
+* `mel`: log-mel spectrogram with Wav2Lip's settings (Prajwal et al. 2020; SadTalker's audio
+  encoder takes the same input): pre-emphasis 0.97, 800-sample STFT, hop 200 (80 Hz), 80 slaney
+  mel bands 55-7600 Hz, dB scaled and normalised to [-4, 4]. Each video frame gets the 4 mel
+  frames that cover it (interpolated), so the per-frame vector is 320 wide.
+* `whisper`: the pretrained Whisper-base encoder (50 Hz), two frames averaged per video frame.
+* `wav2vec2` / `hubert`: a user's local checkpoint (the papers' choice; none ship offline here).
+
+Every extractor encodes long audio in overlapping windows (never all at once), so memory is
+bounded by the window, and stitches the windows by keeping each one's centre.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkinghead.errors import InputError
+from talkinghead.types import AudioClip
+
+SAMPLE_RATE = 16000
+
+
+@dataclass
+class AudioFeatures:
+    """(T, D) float32 features, one row per video frame at `fps`."""
+
+    values: np.ndarray
+    fps: float
+    kind: str
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @property
+    def dim(self) -> int:
+        return self.values.shape[1]
+
+
+def num_frames(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> int:
+    """Video frames covering `num_samples` of audio (the last partial frame counts)."""
+    return max(1, int(np.ceil(num_samples / sample_rate * fps - 1e-6)))
+
+
+def _mel_filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    from transformers.audio_utils import mel_filter_bank
+
+    return mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels,
+                           min_frequency=fmin, max_frequency=fmax, sampling_rate=SAMPLE_RATE,
+                           norm="slaney", mel_scale="slaney").astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def _filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
+    return torch.from_numpy(_mel_filters(n_fft, n_mels, fmin, fmax))
+
+
+def wav2lip_mel(samples: np.ndarray) -> np.ndarray:
+    """(F, 80) normalised log-mel at 80 Hz (Wav2Lip's hparams)."""
+    x = np.asarray(samples, np.float32)
+    x = np.append(x[:1], x[1:] - 0.97 * x[:-1])  # pre-emphasis
+    spec = torch.stft(torch.from_numpy(x), 800, 200, 800, torch.hann_window(800),
+                      center=True, return_complex=True).abs()          # (401, F)
+    mel = _filters(800, 80, 55.0, 7600.0).T @ spec                        # (80, F)
+    db = 20 * torch.log10(torch.clamp(mel, min=1e-5)) - 20.0              # ref_level_db 20
+    norm = torch.clamp(8.0 * (db + 100.0) / 100.0 - 4.0, -4.0, 4.0)       # min_level_db -100
+    return norm.T.numpy().astype(np.float32)
+
+
+def whisper_mel(samples: np.ndarray) -> torch.Tensor:
+    """(80, F) Whisper log-mel at 100 Hz (n_fft 400, hop 160), F = len / 160."""
+    x = torch.from_numpy(np.asarray(samples, np.float32))
+    spec = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True)
+    power = spec[:, :-1].abs() ** 2                                       # (201, F)
+    log = torch.log10(torch.clamp(_filters(400, 80, 0.0, 8000.0).T @ power, min=1e-10))
+    log = torch.maximum(log, log.max() - 8.0)
+    return (log + 4.0) / 4.0
+
+
+def windowed(encode: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, out_rate: float,
+             window_s: float, context_s: float) -> np.ndarray:
+    """Encode `samples` in windows of `window_s` seconds plus `context_s` on each side; keep each
+    window's centre. `encode` maps a waveform to (N, D) frames at `out_rate` Hz."""
+    n = len(samples)
+    hop = int(window_s * SAMPLE_RATE)
+    ctx = int(context_s * SAMPLE_RATE)
+    parts = []
+    for start in range(0, max(n, 1), hop):
+        lo, hi = max(0, start - ctx), min(n, start + hop + ctx)
+        frames = encode(samples[lo:hi])
+        a = int(round((start - lo) / SAMPLE_RATE * out_rate))
+        b = a + int(round((min(start + hop, n) - start) / SAMPLE_RATE * out_rate))
+        parts.append(frames[a:min(b, len(frames))])
+    return np.concatenate(parts)
+
+
+def _to_fps(frames: np.ndarray, in_rate: float, fps: float, t: int) -> np.ndarray:
+    """Average/interpolate (N, D) frames at in_rate onto T video frames at fps."""
+    centers = (np.arange(t) + 0.5) / fps * in_rate - 0.5
+    idx = np.arange(len(frames))
+    return np.stack([np.interp(centers, idx, frames[:, j]) for j in range(frames.shape[1])],
+                    1).astype(np.float32)
+
+
+class FeatureExtractor:
+    """Base: `extractor(clip, fps)` -> AudioFeatures."""
+
+    kind = "base"
+    dim = 0
+
+    def __call__(self, clip: AudioClip, fps: float = 25.0) -> AudioFeatures:
+        if clip.sample_rate != SAMPLE_RATE:
+            raise InputError(f"features need {SAMPLE_RATE} Hz audio, got {clip.sample_rate} Hz")
+        samples = clip.mono()
+        t = num_frames(len(samples), fps)
+        return AudioFeatures(self.frames(samples, fps, t), fps, self.kind)
+
+    def frames(self, samples: np.ndarray, fps: float, t: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+class MelExtractor(FeatureExtractor):
+    kind = "mel"
+    sub = 4          # mel frames per video frame
+    dim = 80 * sub
+
+    def frames(self, samples: np.ndarray, fps: float, t: int) -> np.ndarray:
+        mel = windowed(wav2lip_mel, samples, 80.0, 30.0, 0.1)
+        # sub-frame k of video frame i sits at (i + (k + 0.5) / sub) / fps seconds
+        out = [_to_fps(mel, 80.0, fps * self.sub, t * self.sub)]
+        return out[0].reshape(t, self.dim)
+
+
+class _TransformerExtractor(FeatureExtractor):
+    """Shared windowing for 50 Hz transformer encoders."""
+
+    window_s = 8.0
+    context_s = 1.0
+    rate = 50.0
+
+    def __init__(self, model) -> None:
+        self.model = model.eval()
+
+    @torch.inference_mode()
+    def frames(self, samples: np.ndarray, fps: float, t: int) -> np.ndarray:
+        hidden = windowed(self.encode, samples, self.rate, self.window_s, self.context_s)
+        return _to_fps(hidden, self.rate, fps, t)
+
+    def encode(self, samples: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class WhisperExtractor(_TransformerExtractor):
+    kind = "whisper"
+    dim = 512
+
+    def __init__(self, encoder=None) -> None:
+        from talkinghead.audio.whisper import load_encoder
+
+        super().__init__(encoder if encoder is not None else load_encoder())
+        self.dim = self.model.config.d_model
+
+    def encode(self, samples: np.ndarray) -> np.ndarray:
+        from talkinghead.audio.whisper import encode_window
+
+        pad = (-len(samples)) % 320 + 320 * (len(samples) < 320)  # whole encoder frames
+        mel = whisper_mel(np.pad(samples, (0, pad)))
+        return encode_window(self.model, mel[None])[0].numpy()
+
+
+class Wav2Vec2Extractor(_TransformerExtractor):
+    """A user's local wav2vec2 or HuBERT checkpoint (a transformers folder: config.json plus
+    model.safetensors). Last hidden state, 50 Hz -> video frames."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(load_speech_checkpoint(path))
+        self.kind = self.model.config.model_type
+        self.dim = self.model.config.hidden_size
+
+    def encode(self, samples: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(samples, np.float32))
+        x = (x - x.mean()) / (x.std() + 1e-7)  # the processors' zero-mean unit-variance step
+        pad = max(0, 400 - len(x))
+        hidden = self.model(torch.nn.functional.pad(x, (0, pad))[None]).last_hidden_state[0]
+        return hidden.numpy()
+
+
+def load_speech_checkpoint(path: str | Path):
+    """wav2vec2 / HuBERT from a local folder (safetensors only: pickled .bin files are refused)."""
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise InputError(f"{path}: not a speech checkpoint folder (needs config.json)")
+    weights = path / "model.safetensors"
+    if not weights.exists():
+        raise InputError(f"{path}: needs model.safetensors (pickled .bin checkpoints are not "
+                         "loaded; convert with safetensors)")
+    config = json.loads((path / "config.json").read_text())
+    kinds = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model), "hubert": (HubertConfig, HubertModel)}
+    if config.get("model_type") not in kinds:
+        raise InputError(f"{path}: model_type {config.get('model_type')!r} is not wav2vec2 or hubert")
+    config_cls, model_cls = kinds[config["model_type"]]
+    model = model_cls(config_cls.from_dict(config))
+    state = {k.split(".", 1)[1] if k.split(".", 1)[0] in ("wav2vec2", "hubert") else k: v
+             for k, v in load_file(str(weights)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(("lm_head", "project", "quantizer"))]
+    if missing or unexpected:
+        raise InputError(f"{path}: weights do not match the config "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
+    return model.eval()
+
+
+EXTRACTORS = {"mel": MelExtractor, "whisper": WhisperExtractor}
+
+
+def get_extractor(kind: str, checkpoint: str | Path | None = None) -> FeatureExtractor:
+    if kind in ("wav2vec2", "hubert"):
+        if checkpoint is None:
+            raise InputError(f"{kind} features need --speech-checkpoint PATH (no weights ship)")
+        return Wav2Vec2Extractor(checkpoint)
+    if kind not in EXTRACTORS:
+        raise InputError(f"unknown audio features {kind!r}; choose mel, whisper, wav2vec2, hubert")
+    return EXTRACTORS[kind]()
