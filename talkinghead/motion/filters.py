@@ -1,4 +1,5 @@
-"""Temporal filters for measured motion: measurement jitter off the head pose, blinks kept."""
+"""Temporal filters: measurement jitter off a measured head pose (blinks kept), `still`, and the
+speech gate that rests a generated mouth where the audio is quiet."""
 
 from __future__ import annotations
 
@@ -31,3 +32,40 @@ def still(motion: Motion) -> Motion:
         raise ValueError("still() works on relative motion")
     return replace(motion, rotation=np.zeros_like(motion.rotation),
                    translation=np.zeros_like(motion.translation), scale=np.ones_like(motion.scale))
+
+
+def speech_gate(samples: np.ndarray, num_frames: int, fps: float = 25.0,
+                sample_rate: int = 16000, hangover_s: float = 0.12) -> np.ndarray:
+    """(T,) in [0, 1]: 1 where the audio is louder than its quiet floor by a clear margin.
+
+    Frame energy in dB; "loud" means 15 dB above the clip's 10th percentile and within 45 dB of
+    its peak. Spread by `hangover_s` on both sides (a mouth closes after the sound ends and
+    opens before it starts) and smoothed, so the gate never cuts a phone.
+    """
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+    x = np.asarray(samples, np.float32)
+    hop = sample_rate / fps
+    edges = (np.arange(num_frames + 1) * hop).astype(int)
+    energy = np.array([np.mean(x[a:b] ** 2) if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+    db = 10 * np.log10(energy + 1e-10)
+    if db.max() < -60:                               # digital silence: the face rests
+        return np.zeros(num_frames, np.float32)
+    from scipy.ndimage import percentile_filter
+
+    audible = db > -90                               # digital silence says nothing of the floor
+    # the noise floor of the last/next 2 s; digital silence sorts above everything
+    floor = percentile_filter(np.where(audible, db, 1e3), 10, size=int(4 * fps) + 1, mode="nearest")
+    floor = np.where(floor < 1e3, floor, np.percentile(db[audible], 10))
+    loud = (db > floor + 15) & (db > db.max() - 45)
+    if loud.mean() > 0.9:                            # no quiet stretches to learn a floor from
+        loud[:] = True
+    spread = maximum_filter1d(loud.astype(np.float32), 1 + 2 * int(round(hangover_s * fps)))
+    return np.clip(uniform_filter1d(spread, 3), 0, 1).astype(np.float32)
+
+
+def gate_mouth(motion: Motion, gate: np.ndarray, channels: list[int]) -> Motion:
+    """Scale the mouth blendshape deltas of a relative Motion by the speech gate."""
+    blend = motion.blendshapes.copy()
+    blend[:, channels] *= gate[: len(blend), None]
+    return replace(motion, blendshapes=blend)

@@ -1,0 +1,137 @@
+"""Audio features -> relative `Motion`, through one of the papers' motion models.
+
+* `fd2talk` (default): expression and pose diffusion transformers, few-step DDIM.
+* `sadtalker`: ExpNet (expression, blinks from a blink control signal) + PoseVAE (pose).
+* `pbnet`: DAWN's PBNet for pose and blinks; the mouth comes from the FD2Talk expression model
+  (in DAWN the lips come from its video diffusion model, issue #5; with the geometric renderer
+  an expression model has to supply them).
+
+All return a Motion relative to the portrait (deltas), so the renderer applies them directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from talkinghead.audio.features import AudioFeatures
+from talkinghead.data.corpus import EXPRESSION_CHANNELS
+from talkinghead.data.prosody import NUM_STYLES, BlinkConfig, blink_curve
+from talkinghead.errors import InputError
+from talkinghead.motion.registry import load_checkpoint, shipped
+from talkinghead.types import BS, Motion
+
+MOUTH_N = 17
+
+
+@dataclass
+class MotionControls:
+    seed: int = 0
+    steps: int = 10                 # diffusion sampling steps (fd2talk)
+    pose_style: int | None = None   # 0..7, None = the model's own mix
+    blink_rate: float | None = None  # blinks per second, None = the model's own
+    sampler: str = "ddim"
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _audio(features: AudioFeatures) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(features.values, np.float32))[None]          # (1, T, A)
+
+
+def to_motion(expression: np.ndarray, pose: np.ndarray, fps: float) -> Motion:
+    """(T, 20) expression channels + (T, 3) pose deltas -> relative Motion."""
+    t = len(expression)
+    blend = np.zeros((t, 52), np.float32)
+    for i, name in enumerate(EXPRESSION_CHANNELS):
+        blend[:, BS[name]] = expression[:, i]
+    blend[:, :] = np.clip(blend, -0.2, 1.2)
+    return Motion(blend, pose, np.zeros((t, 3)), np.ones(t), np.zeros((t, 2)), fps=fps,
+                  relative=True)
+
+
+def _check_style(style: int | None) -> None:
+    if style is not None and not 0 <= style < NUM_STYLES:
+        raise InputError(f"--pose-style must be 0..{NUM_STYLES - 1}, got {style}")
+
+
+class MotionModel:
+    name = "base"
+    feature = "whisper"
+
+    def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+        raise NotImplementedError
+
+
+class FD2TalkMotion(MotionModel):
+    name = "fd2talk"
+
+    def __init__(self, expression_dir=None, pose_dir=None) -> None:
+        self.expression = load_checkpoint(expression_dir or shipped("fd2talk_expression"))
+        self.pose = load_checkpoint(pose_dir or shipped("fd2talk_pose"))
+        self.feature = self.expression.feature
+
+    def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+        _check_style(controls.pose_style)
+        audio = _audio(features)
+        g = _generator(controls.seed)
+        rate = None if controls.blink_rate is None else torch.tensor([controls.blink_rate])
+        expr = self.expression.sample(audio, controls.steps, g, blink_rate=rate,
+                                      sampler=controls.sampler)[0].numpy()
+        style = None if controls.pose_style is None else torch.tensor([controls.pose_style])
+        pose = self.pose.sample(audio, controls.steps, g, style=style, sampler=controls.sampler)[0].numpy()
+        return to_motion(expr, pose - pose[:1], features.fps)
+
+
+class SadTalkerMotion(MotionModel):
+    name = "sadtalker"
+
+    def __init__(self, expnet_dir=None, posevae_dir=None) -> None:
+        self.expnet = load_checkpoint(expnet_dir or shipped("sadtalker_expnet"))
+        self.posevae = load_checkpoint(posevae_dir or shipped("sadtalker_posevae"))
+        self.feature = self.expnet.feature
+
+    @torch.no_grad()
+    def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+        _check_style(controls.pose_style)
+        audio = _audio(features)
+        t = audio.shape[1]
+        rng = np.random.default_rng(controls.seed)
+        rate = 0.3 if controls.blink_rate is None else controls.blink_rate
+        speaking = np.ones(t, bool)
+        z_blink = blink_curve(t, speaking, rng, BlinkConfig(rate=rate), features.fps)
+        beta0 = torch.zeros(1, self.expnet.config.channels)
+        expr = self.expnet(audio, beta0, torch.from_numpy(z_blink)[None])[0].numpy()
+        style = controls.pose_style if controls.pose_style is not None else int(rng.integers(NUM_STYLES))
+        pose = self.posevae.generate(audio, torch.tensor([style]), _generator(controls.seed))[0].numpy()
+        return to_motion(expr, pose, features.fps)
+
+
+class PBNetMotion(MotionModel):
+    name = "pbnet"
+
+    def __init__(self, pbnet_dir=None, expression_dir=None) -> None:
+        self.pbnet = load_checkpoint(pbnet_dir or shipped("dawn_pbnet"))
+        self.expression = load_checkpoint(expression_dir or shipped("fd2talk_expression"))
+        self.feature = self.pbnet.feature
+
+    def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+        audio = _audio(features)
+        g = _generator(controls.seed)
+        pb = self.pbnet.generate(audio, generator=g)[0].numpy()                       # (T, 5)
+        expr = self.expression.sample(audio, controls.steps, g, sampler=controls.sampler)[0].numpy()
+        expr[:, MOUTH_N:MOUTH_N + 2] = np.clip(pb[:, 3:5], 0, 1)
+        return to_motion(expr, pb[:, :3] - pb[:1, :3], features.fps)
+
+
+MOTION_MODELS = {"fd2talk": FD2TalkMotion, "sadtalker": SadTalkerMotion, "pbnet": PBNetMotion}
+
+
+def get_motion_model(name: str) -> MotionModel:
+    if name not in MOTION_MODELS:
+        raise InputError(f"unknown motion model {name!r}; choose one of {', '.join(MOTION_MODELS)}")
+    return MOTION_MODELS[name]()
