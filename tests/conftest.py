@@ -53,3 +53,36 @@ def portrait_face(portrait, landmarker):
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "talkinghead", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def write_synthetic_corpus(root: Path, feature_dim: int = 12, seed: int = 0,
+                           utterances: tuple[int, int] = (24, 6)) -> Path:
+    """A small corpus in the real shard format whose audio features are a fixed noisy linear
+    function of the motion targets, so a model can learn audio -> motion from it."""
+    from talkinghead.data.corpus import EXPRESSION_CHANNELS, Item, ShardWriter
+
+    rng = np.random.default_rng(seed)
+    proj = rng.normal(0, 1, (len(EXPRESSION_CHANNELS) + 3, feature_dim)).astype(np.float32)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, count in zip(("train", "val"), utterances):
+        writer = ShardWriter(root, split, 10**9)
+        for _ in range(count):
+            n = int(rng.integers(60, 140))
+            t = np.arange(n) / 25.0
+            mouth = np.clip(0.3 + 0.3 * np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)), 0, 1)
+            expr = np.zeros((n, len(EXPRESSION_CHANNELS)), np.float32)
+            expr[:, 0] = mouth
+            expr[:, 3] = 0.5 * mouth[::-1]
+            pose = np.cumsum(rng.normal(0, 0.3, (n, 3)), 0).astype(np.float32)
+            pose -= pose[0]
+            feats = np.concatenate([expr, pose / 5], 1) @ proj + rng.normal(0, 0.1, (n, feature_dim))
+            item = Item(np.zeros(int(n * 640), np.float32), expr, pose, int(rng.integers(8)),
+                        float(rng.uniform(0.2, 0.4)), "synthetic", "")
+            writer.add(item, {"whisper": feats.astype(np.float32)})
+        writer.flush()
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory) -> Path:
+    return write_synthetic_corpus(tmp_path_factory.mktemp("corpus"))
