@@ -1,0 +1,120 @@
+"""`talkinghead generate`: the shipped default model end to end, controls and bad input."""
+
+import numpy as np
+import pytest
+
+from talkinghead.motion.generate import MotionControls
+from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
+from talkinghead.types import AudioClip
+
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return GeneratePipeline(GenerateConfig())
+
+
+@pytest.fixture(scope="module")
+def speech(speech_path):
+    from talkinghead.io.audio import read_audio
+
+    return read_audio(speech_path)
+
+
+def test_same_seed_same_motion_different_seed_different_head_motion(pipe, speech):
+    a = pipe.motion(speech, MotionControls(seed=3))
+    b = pipe.motion(speech, MotionControls(seed=3))
+    c = pipe.motion(speech, MotionControls(seed=4))
+    assert np.array_equal(a.blendshapes, b.blendshapes) and np.array_equal(a.rotation, b.rotation)
+    assert np.abs(a.rotation - c.rotation).mean() > 0.3
+    assert len(a) == 100 and a.relative
+
+
+def test_motion_follows_the_speech_and_rests_in_silence(pipe, speech):
+    from talkinghead.data.visemes import opening_track
+    from talkinghead.evaluation.lipsync import align_phones
+
+    m = pipe.motion(speech, MotionControls())
+    track = opening_track(align_phones(speech, "and you always want to see it in the superlative degree"), len(m))
+    assert np.corrcoef(m.channel("jawOpen"), track)[0, 1] > 0.6
+    silent = pipe.motion(AudioClip(np.zeros((1, 48000), np.float32), 16000), MotionControls())
+    assert np.abs(silent.channel("jawOpen")).max() < 0.1
+
+
+def test_controls_still_pose_style_blink_rate(speech):
+    still = GeneratePipeline(GenerateConfig(still=True)).motion(speech, MotionControls())
+    assert np.abs(still.rotation).max() == 0
+    pipe = GeneratePipeline(GenerateConfig(expression_scale=0.5))
+    half = pipe.motion(speech, MotionControls())
+    full = GeneratePipeline(GenerateConfig()).motion(speech, MotionControls())
+    assert np.allclose(half.blendshapes, 0.5 * full.blendshapes, atol=1e-6)
+    styled = [pipe.motion(speech, MotionControls(pose_style=s)).rotation for s in (0, 4)]
+    assert not np.allclose(styled[0], styled[1])
+
+
+@pytest.mark.parametrize("model", ["sadtalker", "pbnet"])
+def test_other_motion_models_generate(model, speech):
+    m = GeneratePipeline(GenerateConfig(motion_model=model)).motion(speech, MotionControls(seed=1))
+    assert len(m) == 100 and np.isfinite(m.blendshapes).all() and m.rotation.std() > 0.05
+
+
+def test_reference_pose_and_blink_come_from_the_video(speech, carphone_path):
+    from talkinghead.face.extract import extract_video_motion
+
+    m = GeneratePipeline(GenerateConfig(ref_pose=str(carphone_path), ref_blink=str(carphone_path))).motion(
+        speech, MotionControls())
+    ref = extract_video_motion(carphone_path, progress=False)
+    ref = ref.relative_to(ref[0]).resample(25.0)
+    n = min(len(ref), len(m))
+    assert np.allclose(m.rotation[:n], ref.rotation[:n], atol=1e-5)
+    assert np.allclose(m.blink[:n], ref.blink[:n], atol=1e-5)
+
+
+def test_generate_cli_writes_the_video(tmp_path, portrait_path, speech_path):
+    from talkinghead.io.video import video_info
+
+    out = tmp_path / "out.mp4"
+    r = run_cli("generate", "--image", portrait_path, "--audio", speech_path, "-o", out, "-q",
+                "--save-motion", tmp_path / "m.npz")
+    assert r.returncode == 0, r.stderr
+    info = video_info(out)
+    assert info.num_frames == 100 and info.has_audio and (tmp_path / "m.npz").exists()
+
+
+def _mp3_48k_stereo(path):
+    import av
+
+    t = np.arange(48000 * 2) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libmp3lame", rate=48000, layout="stereo")
+        for i in range(0, len(t), 1152):
+            chunk = np.stack([tone[i:i + 1152], tone[i:i + 1152]])
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+            frame.sample_rate = 48000
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def test_odd_audio_inputs(tmp_path, portrait_path):
+    from talkinghead.io.audio import write_wav
+
+    silent = write_wav(tmp_path / "silent.wav", AudioClip(np.zeros((1, 32000), np.float32), 16000))
+    noise = write_wav(tmp_path / "noise.wav",
+                      AudioClip(np.random.default_rng(0).normal(0, 0.3, (1, 32000)).astype(np.float32), 16000))
+    short = write_wav(tmp_path / "short.wav", AudioClip(np.zeros((1, 2000), np.float32), 16000))
+    mp3 = tmp_path / "stereo48k.mp3"
+    _mp3_48k_stereo(mp3)
+    for audio in (silent, noise, mp3):
+        out = tmp_path / f"{audio.stem}.mp4"
+        r = run_cli("generate", "--image", portrait_path, "--audio", audio, "-o", out, "-q")
+        assert r.returncode == 0 and out.exists(), (audio, r.stderr)
+    r = run_cli("generate", "--image", portrait_path, "--audio", short, "-o", tmp_path / "s.mp4")
+    assert r.returncode == 2 and "at least 0.2 s" in r.stderr
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "s.mp4").exists()
+    r = run_cli("generate", "--image", portrait_path, "--audio", silent, "-o", tmp_path / "x.mp4",
+                "--pose-style", "9")
+    assert r.returncode == 2 and "pose-style" in r.stderr
