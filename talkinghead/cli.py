@@ -39,8 +39,44 @@ def _extract(a: argparse.Namespace) -> None:
 
 
 def _generate(a: argparse.Namespace) -> None:
-    raise NotImplementedError("audio-driven `generate` is not built yet (issue #3); "
-                              "use `talkinghead drive --image P --video V -o out.mp4`")
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
+
+    cfg = GenerateConfig(fps=a.fps, mode="crop" if a.crop else "full", crop_size=a.size,
+                         motion_model=a.motion_model, expression_scale=a.expression_scale,
+                         pose_scale=a.pose_scale, still=a.still, ref_pose=a.ref_pose,
+                         ref_blink=a.ref_blink, gate=not a.no_gate)
+    controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
+                              blink_rate=a.blink_rate)
+    out = GeneratePipeline(cfg)(a.image, a.audio, a.output, controls, progress=not a.quiet)
+    if a.save_motion:
+        out.motion.save(a.save_motion)
+    if not a.quiet:
+        secs = sum(out.timings.values())
+        print(f"wrote {out.path} ({out.num_frames} frames at {out.fps:g} fps, {secs:.1f} s)")
+
+
+def _corpus_build(a: argparse.Namespace) -> None:
+    from talkinghead.data.corpus import CorpusConfig, build_corpus
+
+    cfg = CorpusConfig(hours=a.hours, holdout=a.holdout, seed=a.seed,
+                       features=tuple(a.features.split(",")))
+    m = build_corpus(a.output, cfg, workers=a.workers, progress=not a.quiet)
+    if not a.quiet:
+        for split, s in m["splits"].items():
+            print(f"{split}: {s['speech_seconds'] / 3600:.2f} h of speech in {s['shards']} shards")
+
+
+def _train_motion(a: argparse.Namespace) -> None:
+    from talkinghead.training.run import train_motion
+
+    r = train_motion(a.model, a.config, a.corpus, a.output, steps=a.steps,
+                     debug=True if a.debug_model else None, expert=a.expert,
+                     max_minutes=a.max_minutes, resume=not a.restart, progress=not a.quiet)
+    if not a.quiet:
+        last = r.history[-1] if r.history else {}
+        print(f"{r.out_dir}: step {r.step}, val_loss {last.get('val_loss', float('nan')):.4f}, "
+              f"{r.seconds:.0f} s")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,11 +105,56 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_extract)
 
-    g = sub.add_parser("generate", help="animate a portrait from speech audio (not built yet)")
-    g.add_argument("--image", required=True)
-    g.add_argument("--audio", required=True)
-    g.add_argument("-o", "--output", required=True)
+    g = sub.add_parser("generate", help="animate a portrait from speech audio")
+    g.add_argument("--image", required=True, help="portrait (JPEG/PNG/WebP/BMP/TIFF)")
+    g.add_argument("--audio", required=True, help="speech (wav/mp3/flac/ogg/m4a, any rate)")
+    g.add_argument("-o", "--output", required=True, help="output .mp4")
+    g.add_argument("--motion-model", default="fd2talk", help="fd2talk (default), sadtalker, pbnet")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=10, help="diffusion sampling steps")
+    g.add_argument("--still", action="store_true", help="no head motion")
+    g.add_argument("--pose-style", type=int, help="head-motion style 0-7")
+    g.add_argument("--expression-scale", type=float, default=1.0)
+    g.add_argument("--pose-scale", type=float, default=1.0)
+    g.add_argument("--blink-rate", type=float, help="blinks per second (e.g. 0.3)")
+    g.add_argument("--ref-pose", help="video whose head motion replaces the generated pose")
+    g.add_argument("--ref-blink", help="video whose blinks replace the generated blinks")
+    g.add_argument("--crop", action="store_true", help="output the face crop, not the full image")
+    g.add_argument("--size", type=int, default=512, help="crop size with --crop")
+    g.add_argument("--fps", type=float, default=25.0)
+    g.add_argument("--no-gate", action="store_true",
+                   help="do not rest the mouth where the audio is quiet (the model alone)")
+    g.add_argument("--save-motion", help="also save the generated Motion (.npz)")
+    g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_generate)
+
+    c = sub.add_parser("corpus", help="speech-motion corpus")
+    csub = c.add_subparsers(dest="corpus_command", required=True)
+    cb = csub.add_parser("build", help="synthesise the TTS speech-motion corpus")
+    cb.add_argument("-o", "--output", required=True, help="corpus directory")
+    cb.add_argument("--hours", type=float, default=2.2)
+    cb.add_argument("--holdout", default="flite:rms", help="validation voice")
+    cb.add_argument("--features", default="whisper,mel")
+    cb.add_argument("--workers", type=int, default=2)
+    cb.add_argument("--seed", type=int, default=0)
+    cb.add_argument("-q", "--quiet", action="store_true")
+    cb.set_defaults(func=_corpus_build)
+
+    t = sub.add_parser("train", help="train a model")
+    tsub = t.add_subparsers(dest="train_command", required=True)
+    tm = tsub.add_parser("motion", help="train a motion model on the corpus")
+    tm.add_argument("--model", required=True, help="sync_expert, fd2talk_expression, fd2talk_pose, "
+                    "sadtalker_expnet, sadtalker_posevae, dawn_pbnet")
+    tm.add_argument("--config", help="JSON config (configs/motion/NAME.json)")
+    tm.add_argument("--corpus", help="corpus directory (overrides the config)")
+    tm.add_argument("-o", "--output", required=True, help="checkpoint directory")
+    tm.add_argument("--steps", type=int)
+    tm.add_argument("--expert", help="sync expert checkpoint for the lip-sync loss")
+    tm.add_argument("--max-minutes", type=float)
+    tm.add_argument("--debug-model", action="store_true", help="the 2-layer, 16-wide build")
+    tm.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    tm.add_argument("-q", "--quiet", action="store_true")
+    tm.set_defaults(func=_train_motion)
     return p
 
 

@@ -102,10 +102,19 @@ def test_several_faces_warns_and_works(bad, carphone_path, tmp_path):
     assert "warning:" in r.stderr and "2 faces" in r.stderr and out.exists()
 
 
-def test_generate_says_not_built(tmp_path, bad):
+@pytest.mark.parametrize("image,audio,extra,pattern", [
+    ("noface.png", None, [], "no face found"),
+    ("good.jpg", "empty.wav", [], "empty"),
+    ("good.jpg", "corrupt.wav", [], "not a readable audio"),
+    ("good.jpg", "missing.wav", [], "not found"),
+    ("good.jpg", None, ["--motion-model", "nosuch"], "unknown motion model"),
+    ("good.jpg", None, ["--ref-pose", "missing.mp4"], "reference video not found"),
+])
+def test_generate_bad_inputs(bad, speech_path, tmp_path, image, audio, extra, pattern):
     out = tmp_path / "g.mp4"
-    r = run_cli("generate", "--image", bad / "good.jpg", "--audio", bad / "empty.wav", "-o", out)
-    assert_clean_failure(r, out, "issue #3")
+    audio = bad / audio if audio else speech_path
+    r = run_cli("generate", "--image", bad / image, "--audio", audio, "-o", out, *extra)
+    assert_clean_failure(r, out, pattern)
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
@@ -116,10 +125,11 @@ def test_main_job_runs_offline(tmp_path, portrait_path, carphone_path, speech_pa
     probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip("unshare -n not permitted here")
-    out = tmp_path / "offline.mp4"
-    r = subprocess.run(["unshare", "-n", sys.executable, "-m", "talkinghead", "drive", "--image",
-                        str(portrait_path), "--video", str(carphone_path), "--audio",
-                        str(speech_path), "-o", str(out), "-q"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert out.stat().st_size > 10_000
+    for name, job in (("generate", ["--audio", str(speech_path)]),
+                      ("drive", ["--video", str(carphone_path), "--audio", str(speech_path)])):
+        out = tmp_path / f"offline-{name}.mp4"
+        r = subprocess.run(["unshare", "-n", sys.executable, "-m", "talkinghead", name, "--image",
+                            str(portrait_path), *job, "-o", str(out), "-q"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert out.stat().st_size > 10_000

@@ -38,7 +38,9 @@ def test_motion_follows_the_speech_and_rests_in_silence(pipe, speech):
     m = pipe.motion(speech, MotionControls())
     track = opening_track(align_phones(speech, "and you always want to see it in the superlative degree"), len(m))
     assert np.corrcoef(m.channel("jawOpen"), track)[0, 1] > 0.6
-    silent = pipe.motion(AudioClip(np.zeros((1, 48000), np.float32), 16000), MotionControls())
+    # the model alone (no speech gate) keeps the mouth at rest on silence
+    ungated = GeneratePipeline(GenerateConfig(gate=False))
+    silent = ungated.motion(AudioClip(np.zeros((1, 48000), np.float32), 16000), MotionControls())
     assert np.abs(silent.channel("jawOpen")).max() < 0.1
 
 
@@ -118,3 +120,21 @@ def test_odd_audio_inputs(tmp_path, portrait_path):
     r = run_cli("generate", "--image", portrait_path, "--audio", silent, "-o", tmp_path / "x.mp4",
                 "--pose-style", "9")
     assert r.returncode == 2 and "pose-style" in r.stderr
+
+
+def test_speech_gate_rests_the_mouth_in_quiet_stretches():
+    from talkinghead.motion.filters import speech_gate
+
+    t = np.arange(16000 * 4) / 16000
+    rng = np.random.default_rng(0)
+    audio = 1e-3 * rng.normal(size=len(t))                      # room noise
+    speech = (t > 1) & (t < 2) | (t > 3)
+    audio[speech] += 0.3 * np.sin(2 * np.pi * 150 * t[speech])
+    g = speech_gate(audio, 100)
+    assert g[30:45].min() == 1 and g[80:].min() == 1            # speech: open
+    assert g[5:20].max() == 0 and g[57:70].max() == 0           # quiet: rest
+    assert speech_gate(np.zeros(32000), 50).max() == 0          # digital silence
+    assert speech_gate(0.3 * rng.normal(size=32000), 50).max() == 0  # steady noise is not speech
+    noisy = audio + 0.3 / np.sqrt(2) / 10 ** 0.5 * rng.normal(size=len(t))  # speech at 10 dB SNR
+    g = speech_gate(noisy, 100)
+    assert g[30:45].min() == 1 and g[80:].min() == 1 and g[5:20].max() == 0

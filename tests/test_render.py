@@ -120,3 +120,16 @@ def test_calibration_makes_response_monotone(portrait, portrait_face, landmarker
     assert set(st.response) == {"jawOpen", "eyeBlink"}
     levels = r._rig_level(st, "jawOpen", np.array([0.05, 0.1, 0.2, 0.3]))
     assert np.all(np.diff(levels) > 0) and levels[-1] <= st.response["jawOpen"][0][-1]
+
+
+def test_lip_press_seals_lips_parted_in_the_source(renderer_state, landmarker):
+    """Bilabials: mouthPress closes the inner-lip gap, even where the portrait shows teeth."""
+    from talkinghead.face.regions import mouth_opening
+
+    r, st = renderer_state
+    rest = mouth_opening(landmarker.detect(r.render(st, rel()))[0].landmarks)
+    pressed = mouth_opening(landmarker.detect(
+        r.render(st, rel(mouthPressLeft=0.4, mouthPressRight=0.4)))[0].landmarks)
+    assert rest > 0.1 and pressed < 0.8 * rest
+    mesh, _ = r.dest_points(st, rel(mouthPressLeft=0.4, mouthPressRight=0.4))
+    assert abs(mesh[13, 1] - mesh[14, 1]) < 0.05 * abs(st.landmarks[13, 1] - st.landmarks[14, 1]) + 0.5

@@ -80,3 +80,17 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> AudioClip:
     if samples.size == 0:
         raise InputError(f"{path}: audio is empty (zero length)")
     return AudioClip(samples=samples[None, :], sample_rate=sample_rate)
+
+
+def write_wav(path: str | Path, clip: AudioClip) -> Path:
+    """16-bit PCM WAV (what the corpus, tests and benchmarks hand to the CLI)."""
+    import wave
+
+    samples = np.atleast_2d(clip.samples)
+    pcm = (np.clip(samples.T, -1, 1) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(samples.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(clip.sample_rate)
+        w.writeframes(pcm.tobytes())
+    return Path(path)

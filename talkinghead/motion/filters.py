@@ -40,7 +40,8 @@ def speech_gate(samples: np.ndarray, num_frames: int, fps: float = 25.0,
 
     Frame energy in dB; "loud" means 15 dB above the clip's 10th percentile and within 45 dB of
     its peak. Spread by `hangover_s` on both sides (a mouth closes after the sound ends and
-    opens before it starts) and smoothed, so the gate never cuts a phone.
+    opens before it starts) and smoothed, so the gate never cuts a phone. Steady noise with no
+    modulation is not speech: the mouth rests.
     """
     from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
@@ -57,7 +58,7 @@ def speech_gate(samples: np.ndarray, num_frames: int, fps: float = 25.0,
     # the noise floor of the last/next 2 s; digital silence sorts above everything
     floor = percentile_filter(np.where(audible, db, 1e3), 10, size=int(4 * fps) + 1, mode="nearest")
     floor = np.where(floor < 1e3, floor, np.percentile(db[audible], 10))
-    loud = (db > floor + 15) & (db > db.max() - 45)
+    loud = (db > floor + 8) & (db > db.max() - 45)
     if loud.mean() > 0.9:                            # no quiet stretches to learn a floor from
         loud[:] = True
     spread = maximum_filter1d(loud.astype(np.float32), 1 + 2 * int(round(hangover_s * fps)))

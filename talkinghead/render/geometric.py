@@ -43,6 +43,7 @@ class RenderConfig:
     ring_expression: float = 0.8         # how much the head ring follows the face outline
     pivot_cm: tuple[float, float, float] = (0.0, 2.5, 5.0)  # neck pivot, canonical image axes
     blink_gamma: float = 0.8             # blendshape delta -> lid closure curve
+    seal_gain: float = 2.5               # mouthPress delta -> share of the lip gap closed
     regularization: float = 2e-4
     rig: RigConfig = RigConfig()
 
@@ -180,7 +181,8 @@ class GeometricRenderer:
     CALIBRATED = {"jawOpen": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6),
                   "eyeBlink": (0.0, 0.3, 0.5, 0.7, 0.85, 1.0)}
 
-    def calibrate(self, state: SourceState, landmarker) -> None:
+    def calibrate(self, state: SourceState, landmarker,
+                  channels: tuple[str, ...] = ("jawOpen", "eyeBlink")) -> None:
         """Measure how the face model reads this portrait's rendered jaw and lids, so that a
         requested blendshape delta is rendered at the size the face model reads back.
 
@@ -191,16 +193,18 @@ class GeometricRenderer:
                          np.zeros((1, 2)), relative=True)
         state.response = {}
         for name, levels in self.CALIBRATED.items():
-            channels = ["eyeBlinkLeft", "eyeBlinkRight"] if name == "eyeBlink" else [name]
+            if name not in channels:
+                continue
+            idx = [BS[c] for c in (["eyeBlinkLeft", "eyeBlinkRight"] if name == "eyeBlink" else [name])]
             read = []
             for level in levels:
                 b = neutral.blendshapes.copy()
-                b[0, [BS[c] for c in channels]] = level
+                b[0, idx] = level
                 faces = landmarker.detect(self.render(state, replace(neutral, blendshapes=b)))
                 if not faces:
                     read.append(read[-1] if read else 0.0)
                     continue
-                read.append(float(np.mean(faces[0].blendshapes[[BS[c] for c in channels]])))
+                read.append(float(np.mean(faces[0].blendshapes[idx])))
             measured = np.maximum.accumulate(np.asarray(read) - read[0])
             if measured[-1] > 0.05:  # a usable curve; otherwise keep the identity
                 state.response[name] = (np.asarray(levels, np.float32), measured.astype(np.float32))
@@ -221,6 +225,11 @@ class GeometricRenderer:
         coeffs[BS["jawOpen"]] = self._rig_level(state, "jawOpen", coeffs[BS["jawOpen"]])
         delta = state.scale_px * self.rig.deform(coeffs) @ state.rot_img.T
         mesh = state.landmarks[:468] + delta
+        press = 0.5 * (coeffs[BS["mouthPressLeft"]] + coeffs[BS["mouthPressRight"]])
+        seal = float(np.clip(self.config.seal_gain * press, 0.0, 1.0))
+        if seal > 0:
+            delta = delta + self._lip_seal(mesh, seal)
+            mesh = state.landmarks[:468] + delta
         move = self.head_transform(state, frame.rotation[0], frame.translation[0],
                                    float(frame.scale[0]))
         # the head ring carries the expression of its oval vertex (a dropping jaw takes the
@@ -229,6 +238,22 @@ class GeometricRenderer:
         f = state.ring_follow[:, None]
         ring = f * move(ring)[:, :2] + (1 - f) * ring[:, :2]
         return move(mesh), ring
+
+    @staticmethod
+    def _lip_seal(mesh: np.ndarray, seal: float) -> np.ndarray:
+        """(468, 3) displacement that closes `seal` of the inner-lip gap (bilabials: p, b, m).
+
+        Inner lips meet at their midline; outer lips follow half-way, so lips parted in the
+        source (a smile showing teeth) can still close over the teeth.
+        """
+        out = np.zeros_like(mesh)
+        up, lo = list(R.LIPS_INNER_UPPER[1:-1]), list(R.LIPS_INNER_LOWER[1:-1])
+        mid = 0.5 * (mesh[up] + mesh[lo])
+        out[up] = seal * (mid - mesh[up])
+        out[lo] = seal * (mid - mesh[lo])
+        out[list(R.LIPS_OUTER_UPPER[1:-1])] = 0.5 * out[up]
+        out[list(R.LIPS_OUTER_LOWER[1:-1])] = 0.5 * out[lo]
+        return out
 
     def render(self, state: SourceState, frame: Motion) -> np.ndarray:
         """One (H, W, 3) uint8 frame for a one-frame *relative* Motion (delta from the source)."""
