@@ -19,9 +19,10 @@ def test_band_mask_is_fd2talk_alignment_mask():
 def test_local_attention_equals_dense_banded_attention_for_long_sequences():
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 2, 301, 8) for _ in range(3))
-    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(301, 301, 9))
-    for block in (16, 64, 128):
-        assert torch.allclose(local_attention(q, k, v, 9, block=block), dense, atol=1e-5)
+    for window in (3, 9, 40):
+        dense = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(301, 301, window))
+        for block in (16, 64, 128):
+            assert torch.allclose(local_attention(q, k, v, window, block=block), dense, atol=1e-5)
 
 
 def test_rope_scores_depend_only_on_relative_position():

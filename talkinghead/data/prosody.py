@@ -152,4 +152,4 @@ def blink_curve(n: int, speaking: np.ndarray, rng: np.random.Generator, config: 
         shape = np.where(k < 0, 1 + k / max(close, 1e-3), 1 - k / max(reopen, 1e-3))
         out = np.maximum(out, peak * np.clip(shape, 0, 1))
         t = frame / fps + config.refractory_s + rng.exponential(mean_gap)
-    return out
+    return out.astype(np.float32)
