@@ -126,7 +126,8 @@ def test_lip_press_seals_lips_parted_in_the_source(renderer_state, landmarker):
     """Bilabials: mouthPress closes the inner-lip gap, even where the portrait shows teeth."""
     from talkinghead.face.regions import mouth_opening
 
-    r, st = renderer_state
+    _, st = renderer_state
+    r = GeometricRenderer(RenderConfig(seal_gain=2.5))
     rest = mouth_opening(landmarker.detect(r.render(st, rel()))[0].landmarks)
     pressed = mouth_opening(landmarker.detect(
         r.render(st, rel(mouthPressLeft=0.4, mouthPressRight=0.4)))[0].landmarks)

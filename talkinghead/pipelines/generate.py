@@ -45,7 +45,9 @@ class GenerateConfig:
     # resting values onto visibly parted lips, because the face model barely reads a slight jaw
     calibrate: tuple[str, ...] = ("eyeBlink",)
     gate: bool = True                # rest the mouth where the audio is quiet (speech_gate)
-    render: RenderConfig = field(default_factory=RenderConfig)
+    # generated bilabials (mouthPress) seal the lips, also over teeth the portrait shows at rest;
+    # `drive` leaves this off (a driving face's own lips already close in its jaw/lip motion)
+    render: RenderConfig = field(default_factory=lambda: RenderConfig(seal_gain=2.5))
 
 
 @dataclass

@@ -43,7 +43,7 @@ class RenderConfig:
     ring_expression: float = 0.8         # how much the head ring follows the face outline
     pivot_cm: tuple[float, float, float] = (0.0, 2.5, 5.0)  # neck pivot, canonical image axes
     blink_gamma: float = 0.8             # blendshape delta -> lid closure curve
-    seal_gain: float = 2.5               # mouthPress delta -> share of the lip gap closed
+    seal_gain: float = 0.0               # mouthPress delta -> share of the lip gap closed (0: off)
     regularization: float = 2e-4
     rig: RigConfig = RigConfig()
 
