@@ -133,8 +133,7 @@ class MelExtractor(FeatureExtractor):
     def frames(self, samples: np.ndarray, fps: float, t: int) -> np.ndarray:
         mel = windowed(wav2lip_mel, samples, 80.0, 30.0, 0.1)
         # sub-frame k of video frame i sits at (i + (k + 0.5) / sub) / fps seconds
-        out = [_to_fps(mel, 80.0, fps * self.sub, t * self.sub)]
-        return out[0].reshape(t, self.dim)
+        return _to_fps(mel, 80.0, fps * self.sub, t * self.sub).reshape(t, self.dim)
 
 
 class _TransformerExtractor(FeatureExtractor):

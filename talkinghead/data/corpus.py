@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from talkinghead.audio.features import num_frames
 from talkinghead.data import augment
 from talkinghead.data.prosody import (NUM_STYLES, BlinkConfig, blink_curve, brow_raise, head_pose,
                                       pitch_energy, speech_mask)
-from talkinghead.data.tts import Phone, Utterance, Voice, available_voices
+from talkinghead.data.tts import ALL_VOICES, Phone, Utterance, Voice, available_voices
 from talkinghead.data.visemes import MOUTH_CHANNELS, viseme_track
 from talkinghead.errors import InputError
 
@@ -94,10 +95,6 @@ def sentences(max_words: int = 28) -> list[str]:
     return out
 
 
-def num_frames(num_samples: int) -> int:
-    return max(1, int(np.ceil(num_samples / 16000 * FPS - 1e-6)))
-
-
 def targets(utt: Utterance, samples_for_prosody: np.ndarray, rng: np.random.Generator,
             n: int) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Motion targets for an utterance: expression (n, 20), pose (n, 3), style, blink rate."""
@@ -128,7 +125,7 @@ def speech_item(voice: Voice, text: str, rng: np.random.Generator, augment_prob:
     if rng.random() < augment_prob:
         samples = augment.add_noise(samples, rng.uniform(12, 35), rng, rng.choice(["white", "pink"]))
     samples = augment.normalise(samples, rng.uniform(0.2, 0.95))
-    n = num_frames(len(samples))
+    n = num_frames(len(samples), FPS)
     expression, pose, style, rate = targets(utt, clean, rng, n)
     return Item(samples, expression, pose, style, rate, voice.name, text, True, utt.phones)
 
@@ -147,7 +144,7 @@ def nonspeech_item(rng: np.random.Generator) -> Item:
         samples = np.sin(2 * np.pi * notes[(t * 4).astype(int)] * t) * 0.5
     samples = augment.normalise(np.asarray(samples, np.float32), rng.uniform(0.05, 0.8)) \
         if kind != "silence" else samples.astype(np.float32)
-    n = num_frames(n_samples)
+    n = num_frames(n_samples, FPS)
     rate = float(rng.uniform(0.15, 0.5))
     style = int(rng.integers(NUM_STYLES))
     blink = blink_curve(n, np.zeros(n, bool), rng, BlinkConfig(rate=rate), FPS)
@@ -192,7 +189,7 @@ def make_item(job: tuple[str, str, int], augment_prob: float, nonspeech_prob: fl
         item = nonspeech_item(rng)
         item.voice = f"nonspeech:{voice_name}"  # split follows the voice it replaced
         return item
-    voice = next(v for v in available_voices() if v.name == voice_name)
+    voice = next(v for v in ALL_VOICES if v.name == voice_name)  # plan() checked it is installed
     return speech_item(voice, text, rng, augment_prob)
 
 

@@ -49,7 +49,6 @@ def pitch_energy(samples: np.ndarray, num_frames: int, fps: float = 25.0,
     f0 = np.where(voiced, np.log(sample_rate / lag), 0.0)
     # 100 Hz -> fps (mean over each video frame)
     t = np.minimum((np.arange(n) / 100.0 * fps).astype(int), num_frames - 1)
-    out_f0, out_e = np.zeros(num_frames), np.full(num_frames, energy.min())
     counts = np.bincount(t, minlength=num_frames)
     vcount = np.bincount(t, weights=voiced, minlength=num_frames)
     f0sum = np.bincount(t, weights=f0, minlength=num_frames)

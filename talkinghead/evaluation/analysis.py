@@ -25,21 +25,9 @@ class VideoAnalysis:
 
 
 def analyze_video(path: str | Path, progress: bool = False) -> VideoAnalysis:
-    from tqdm import tqdm
+    from talkinghead.face.extract import extract_video_motion
 
-    from talkinghead.errors import InputError
-    from talkinghead.face.extract import _fill_missing, motion_from_face
-    from talkinghead.face.landmarker import FaceLandmarker
-    from talkinghead.io.video import iter_frames, video_info
-
-    info = video_info(path)
-    rows, opening = [], []
-    with FaceLandmarker(video=True) as lm:
-        for i, frame in enumerate(tqdm(iter_frames(path), total=info.num_frames or None,
-                                       desc="analysing", disable=not progress, leave=False)):
-            faces = lm.detect(frame, timestamp_ms=int(round(i * 1000.0 / info.fps)))
-            rows.append(motion_from_face(faces[0]) if faces else None)
-            opening.append(mouth_opening(faces[0].landmarks) if faces else np.nan)
-    if not rows:
-        raise InputError(f"{path}: video has no frames")
-    return VideoAnalysis(_fill_missing(rows, info.fps, str(path)), np.asarray(opening, np.float32))
+    opening: list[float] = []
+    motion = extract_video_motion(path, progress, on_face=lambda face: opening.append(
+        mouth_opening(face.landmarks) if face is not None else np.nan))
+    return VideoAnalysis(motion, np.asarray(opening, np.float32))

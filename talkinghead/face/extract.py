@@ -9,6 +9,7 @@ blink signal) after Soukupova & Cech.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,13 @@ def _fill_missing(rows: list[Motion | None], fps: float, name: str) -> Motion:
     return m
 
 
-def extract_video_motion(path: str | Path, progress: bool = True) -> Motion:
-    """Motion of the largest face in every frame of a video."""
+def extract_video_motion(path: str | Path, progress: bool = True,
+                         on_face: Callable[[FaceAnalysis | None], None] | None = None) -> Motion:
+    """Motion of the largest face in every frame of a video.
+
+    `on_face`, when given, also sees each frame's face (None where none was found), for
+    measurements beyond Motion in the same pass.
+    """
     from tqdm import tqdm
 
     from talkinghead.io.video import iter_frames, video_info
@@ -76,6 +82,8 @@ def extract_video_motion(path: str | Path, progress: bool = True) -> Motion:
         for i, frame in enumerate(frames):
             faces = lm.detect(frame, timestamp_ms=int(round(i * 1000.0 / info.fps)))
             rows.append(motion_from_face(faces[0]) if faces else None)
+            if on_face is not None:
+                on_face(faces[0] if faces else None)
     if not rows:
         raise InputError(f"{path}: video has no frames")
     return _fill_missing(rows, info.fps, str(path))

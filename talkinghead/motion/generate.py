@@ -49,8 +49,7 @@ def to_motion(expression: np.ndarray, pose: np.ndarray, fps: float) -> Motion:
     blend = np.zeros((t, 52), np.float32)
     for i, name in enumerate(EXPRESSION_CHANNELS):
         blend[:, BS[name]] = expression[:, i]
-    blend[:, :] = np.clip(blend, -0.2, 1.2)
-    return Motion(blend, pose, np.zeros((t, 3)), np.ones(t), np.zeros((t, 2)), fps=fps,
+    return Motion(np.clip(blend, -0.2, 1.2), pose, np.zeros((t, 3)), np.ones(t), np.zeros((t, 2)), fps=fps,
                   relative=True)
 
 

@@ -19,6 +19,7 @@ from talkinghead.errors import InputError
 from talkinghead.face.landmarker import FaceLandmarker
 from talkinghead.io.atomic import check_writable
 from talkinghead.io.audio import read_audio
+from talkinghead.io.video import write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MotionControls, get_motion_model
@@ -81,11 +82,12 @@ def _reference(video: str, length: int, fps: float) -> Motion:
 
 
 def apply_references(motion: Motion, ref_pose: str | None, ref_blink: str | None) -> Motion:
+    refs = {v: _reference(v, len(motion), motion.fps) for v in {ref_pose, ref_blink} if v}
     if ref_pose:
-        ref = _reference(ref_pose, len(motion), motion.fps)
+        ref = refs[ref_pose]
         motion = replace(motion, rotation=ref.rotation, translation=ref.translation, scale=ref.scale)
     if ref_blink:
-        ref = _reference(ref_blink, len(motion), motion.fps)
+        ref = refs[ref_blink]
         blend = motion.blendshapes.copy()
         for name in ("eyeBlinkLeft", "eyeBlinkRight"):
             blend[:, BS[name]] = ref.blendshapes[:, BS[name]]
@@ -144,13 +146,8 @@ class GeneratePipeline:
         timings["motion"] = time.perf_counter() - t1
         # 4. Render and encode, streaming, with the speech as the soundtrack
         t2 = time.perf_counter()
-        n = write_frames(output, self.renderer, state, motion, audio, progress)
+        n = write_video(output, render_frames(self.renderer, state, motion, progress), motion.fps,
+                        audio=audio, num_frames=len(motion))
         timings["render+encode"] = time.perf_counter() - t2
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
 
-
-def write_frames(output, renderer, state, motion: Motion, audio, progress: bool) -> int:
-    from talkinghead.io.video import write_video
-
-    return write_video(output, render_frames(renderer, state, motion, progress), motion.fps,
-                       audio=audio, num_frames=len(motion))
