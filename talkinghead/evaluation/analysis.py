@@ -28,6 +28,6 @@ def analyze_video(path: str | Path, progress: bool = False) -> VideoAnalysis:
     from talkinghead.face.extract import extract_video_motion
 
     opening: list[float] = []
-    motion = extract_video_motion(path, progress, on_face=lambda face: opening.append(
+    motion = extract_video_motion(path, progress, on_frame=lambda _, face: opening.append(
         mouth_opening(face.landmarks) if face is not None else np.nan))
     return VideoAnalysis(motion, np.asarray(opening, np.float32))

@@ -64,10 +64,11 @@ def _fill_missing(rows: list[Motion | None], fps: float, name: str) -> Motion:
 
 
 def extract_video_motion(path: str | Path, progress: bool = True,
-                         on_face: Callable[[FaceAnalysis | None], None] | None = None) -> Motion:
+                         on_frame: Callable[[np.ndarray, FaceAnalysis | None], None] | None = None
+                         ) -> Motion:
     """Motion of the largest face in every frame of a video.
 
-    `on_face`, when given, also sees each frame's face (None where none was found), for
+    `on_frame`, when given, also sees each frame and its face (None where none was found), for
     measurements beyond Motion in the same pass.
     """
     from tqdm import tqdm
@@ -82,8 +83,8 @@ def extract_video_motion(path: str | Path, progress: bool = True,
         for i, frame in enumerate(frames):
             faces = lm.detect(frame, timestamp_ms=int(round(i * 1000.0 / info.fps)))
             rows.append(motion_from_face(faces[0]) if faces else None)
-            if on_face is not None:
-                on_face(faces[0] if faces else None)
+            if on_frame is not None:
+                on_frame(frame, faces[0] if faces else None)
     if not rows:
         raise InputError(f"{path}: video has no frames")
     return _fill_missing(rows, info.fps, str(path))

@@ -26,6 +26,7 @@ from talkinghead.motion.generate import MotionControls, get_motion_model
 from talkinghead.pipelines.drive import Portrait, load_portrait, render_frames
 from talkinghead.render.geometric import GeometricRenderer, RenderConfig
 from talkinghead.types import BS, AudioClip, Motion
+from talkinghead.audio.features import AudioFeatures
 
 MIN_SECONDS = 0.2
 
@@ -110,10 +111,12 @@ class GeneratePipeline:
             self._extractor = get_extractor(self.motion_model.feature)
         return self._extractor
 
-    def motion(self, clip: AudioClip, controls: MotionControls = MotionControls()) -> Motion:
+    def motion(self, clip: AudioClip, controls: MotionControls = MotionControls(),
+               features: AudioFeatures | None = None) -> Motion:
         """Audio clip -> relative Motion (features, motion model, references, scales, still)."""
         cfg = self.config
-        features = self.extractor(clip, cfg.fps)
+        if features is None:
+            features = self.extractor(clip, cfg.fps)
         motion = self.motion_model(features, controls)
         if cfg.gate:
             gate = speech_gate(clip.mono(), len(motion), cfg.fps)
@@ -140,14 +143,18 @@ class GeneratePipeline:
             if cfg.calibrate:
                 self.renderer.calibrate(state, landmarker, cfg.calibrate)
         timings["portrait"] = time.perf_counter() - t0
-        # 3. Audio features and motion
+        # 3. Audio features
         t1 = time.perf_counter()
-        motion = self.motion(clip, controls)
-        timings["motion"] = time.perf_counter() - t1
-        # 4. Render and encode, streaming, with the speech as the soundtrack
+        features = self.extractor(clip, cfg.fps)
+        timings["features"] = time.perf_counter() - t1
+        # 4. Motion
         t2 = time.perf_counter()
-        n = write_video(output, render_frames(self.renderer, state, motion, progress), motion.fps,
-                        audio=audio, num_frames=len(motion))
-        timings["render+encode"] = time.perf_counter() - t2
+        motion = self.motion(clip, controls, features)
+        timings["motion"] = time.perf_counter() - t2
+        # 5. Render and encode, streaming, with the speech as the soundtrack
+        t3 = time.perf_counter()
+        frames = render_frames(self.renderer, state, motion, progress, timings)
+        n = write_video(output, frames, motion.fps, audio=audio, num_frames=len(motion))
+        timings["encode"] = time.perf_counter() - t3 - timings["render"]
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
 
