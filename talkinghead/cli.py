@@ -82,7 +82,7 @@ def _train_motion(a: argparse.Namespace) -> None:
 
 def _eval(a: argparse.Namespace) -> None:
     from talkinghead.evaluation.report import write_report
-    from talkinghead.evaluation.runner import EvalConfig, evaluate, find_videos
+    from talkinghead.evaluation.runner import AUDIO_SUFFIXES, EvalConfig, evaluate, find_videos
     from talkinghead.errors import OutputError
     from talkinghead.io.atomic import check_writable
 
@@ -95,7 +95,7 @@ def _eval(a: argparse.Namespace) -> None:
     check_writable(out_dir.parent / "metrics.json")      # the report's parent must be writable
     videos = find_videos(a.generated)
     refs = find_videos(a.reference) if a.reference else None
-    audios = find_videos(a.audio) if a.audio else None
+    audios = find_videos(a.audio, AUDIO_SUFFIXES, "audio files") if a.audio else None
     result = evaluate(videos, cfg, refs, audios, a.source, progress=not a.quiet)
     out = write_report(result, a.output)
     if not a.quiet:

@@ -265,7 +265,9 @@ def test_eval_cli_on_the_main_jobs_output_writes_a_report_the_browser_shows(gene
     from talkinghead.evaluation.report import check_in_browser, chromium
 
     out = tmp_path / "report"
-    assert main(["eval", "--generated", str(generated), "--source", str(portrait_path), "-o", str(out), "-q"]) == 0
+    args = ["eval", "--generated", str(generated), "--source", str(portrait_path), "-o", str(out), "-q",
+            "--audio", str(portrait_path.parent)]          # a folder: its one audio file (speech.wav)
+    assert main(args) == 0
     data = json.loads((out / "metrics.json").read_text())
     v = data["videos"]["sample"]
     assert v["lip_r"] > 0.6 and v["lip_offset_frames"] == 0 and v["csim_dlib"] > 0.9

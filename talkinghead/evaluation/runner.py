@@ -21,6 +21,7 @@ from talkinghead.types import AudioClip, FaceAnalysis, Motion
 
 log = logging.getLogger("talkinghead")
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
+AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus"} | VIDEO_SUFFIXES
 Value = float | int | str
 
 
@@ -72,17 +73,19 @@ class EvalResult:
     config: dict
 
 
-def find_videos(paths: list[str | Path]) -> list[Path]:
+def find_videos(paths: list[str | Path], suffixes: set[str] = VIDEO_SUFFIXES,
+                what: str = "videos") -> list[Path]:
+    """Files given directly, plus those in given folders with one of `suffixes`."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(q for q in p.iterdir() if q.suffix.lower() in VIDEO_SUFFIXES)
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in suffixes)
         elif p.is_file():
             out.append(p)
         else:
             raise InputError(f"{p}: not found")
     if not out:
-        raise InputError(f"no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) in {', '.join(map(str, paths))}")
+        raise InputError(f"no {what} ({', '.join(sorted(suffixes))}) in {', '.join(map(str, paths))}")
     return out
 
 
@@ -378,7 +381,7 @@ def evaluate(generated: list[Path], cfg: EvalConfig = EvalConfig(), references: 
         if ref is not None:
             _paired(nets, path, ref, ref_sets, ref_shapes, cfg, res.metrics)
         else:
-            why = needs("--reference DIR")
+            why = needs("--reference DIR") if not references else f"not computed: no reference named {path.stem}"
             res.metrics.update(psnr=why, ssim=why, lpips=why)
         results.append(res)
     dataset: dict[str, Value] = {}
