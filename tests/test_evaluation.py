@@ -304,3 +304,18 @@ def test_eval_bad_inputs_give_one_line_and_no_report(args, message, generated, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_phone_recognition_fallback_gives_ordered_phones(speech_path):
+    from talkinghead.evaluation.lipsync import align_phones, recognize_phones
+    from talkinghead.io.audio import read_audio
+
+    clip = read_audio(speech_path)
+    pcm = (np.clip(clip.mono(), -1, 1) * 32767).astype(np.int16).tobytes()
+    phones = recognize_phones(pcm)
+    assert len(phones) > 20
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(phones, phones[1:]))
+    assert phones[-1].end <= clip.duration + 0.02
+    assert {"sil", "p"} & {p.name for p in phones}
+    # a transcript the audio cannot be aligned to falls back to recognition instead of failing
+    assert len(align_phones(clip, "zebra " * 40)) > 5

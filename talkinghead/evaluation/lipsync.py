@@ -44,22 +44,35 @@ def align_phones(clip: AudioClip, transcript: str | None = None) -> list[Phone]:
                      if decoder.lookup_word(w))
     if not words:
         return [Phone("sil", 0.0, clip.duration)]
-    decoder.set_align_text(words)
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    decoder.set_alignment()
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    phones = []
-    for word in decoder.get_alignment():
-        for p in word:
-            phones.append(Phone(normalize_phone(p.name), p.start / 100.0,
-                                (p.start + p.duration) / 100.0))
+    try:
+        decoder.set_align_text(words)
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        decoder.set_alignment()
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        phones = [Phone(normalize_phone(p.name), p.start / 100.0, (p.start + p.duration) / 100.0)
+                  for word in decoder.get_alignment() for p in word]
+    except RuntimeError:       # no alignment path for this text: fall back to phone recognition
+        phones = recognize_phones(pcm)
     if phones and phones[-1].end < clip.duration:
         phones.append(Phone("sil", phones[-1].end, clip.duration))
     return phones
+
+
+def recognize_phones(pcm: bytes) -> list[Phone]:
+    """Phone segments by pocketsphinx's all-phone decoder (phone n-gram; no transcript needed)."""
+    from pocketsphinx import Decoder, get_model_path
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL", lm=None, lw=2.0, beam=1e-20, pbeam=1e-20,
+                      allphone=get_model_path("en-us/en-us-phone.lm.bin"))
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    return [Phone(normalize_phone(s.word), s.start_frame / 100.0, (s.end_frame + 1) / 100.0)
+            for s in decoder.seg()]
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
