@@ -43,7 +43,7 @@ def motion_from_face(face: FaceAnalysis) -> Motion:
     )
 
 
-def _fill_missing(rows: list[Motion | None], fps: float, name: str) -> Motion:
+def fill_missing(rows: list[Motion | None], fps: float, name: str) -> Motion:
     valid = np.array([r is not None for r in rows])
     if not valid.any():
         raise NoFaceError(f"{name}: no face found in any frame")
@@ -87,7 +87,7 @@ def extract_video_motion(path: str | Path, progress: bool = True,
                 on_frame(frame, faces[0] if faces else None)
     if not rows:
         raise InputError(f"{path}: video has no frames")
-    return _fill_missing(rows, info.fps, str(path))
+    return fill_missing(rows, info.fps, str(path))
 
 
 def extract_motion(path: str | Path, progress: bool = True) -> Motion:
