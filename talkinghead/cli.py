@@ -46,7 +46,8 @@ def _generate(a: argparse.Namespace) -> None:
     cfg = GenerateConfig(fps=a.fps, mode="crop" if a.crop else "full", crop_size=a.size,
                          motion_model=a.motion_model, expression_scale=a.expression_scale,
                          pose_scale=a.pose_scale, still=a.still, ref_pose=a.ref_pose,
-                         ref_blink=a.ref_blink, gate=not a.no_gate)
+                         ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
+                         dawn_checkpoint=a.dawn_checkpoint, dawn_steps=a.dawn_steps)
     controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
                               blink_rate=a.blink_rate)
     out = GeneratePipeline(cfg)(a.image, a.audio, a.output, controls, progress=not a.quiet)
@@ -105,6 +106,28 @@ def _eval(a: argparse.Namespace) -> None:
         print(f"wrote {out}/report.html ({len(result.videos)} videos: {', '.join(shown)})")
 
 
+def _prepare(a: argparse.Namespace) -> None:
+    from talkinghead.data.prepare import PrepareConfig, prepare
+
+    cfg = PrepareConfig(size=a.size, expand=a.expand, min_seconds=a.min_seconds, features=a.features)
+    m = prepare(a.source, a.output, cfg, workers=a.workers, progress=not a.quiet)
+    if not a.quiet:
+        print(f"{a.output}: {m['videos']} videos, {m['frames']} frames; {len(m['skipped'])} skipped "
+              f"(see {a.output}/prepare.jsonl)")
+
+
+def _train_dawn(a: argparse.Namespace) -> None:
+    from talkinghead.training.dawn_tasks import train_dawn
+
+    r = train_dawn(a.stage, a.config, a.data, a.output, lfg=a.lfg, steps=a.steps,
+                   max_minutes=a.max_minutes, vgg_weights=a.vgg_weights, resume=not a.restart,
+                   progress=not a.quiet)
+    if not a.quiet:
+        last = r.history[-1] if r.history else {}
+        print(f"{r.out_dir}: step {r.step}, val_loss {last.get('val_loss', float('nan')):.4f}, "
+              f"{r.seconds:.0f} s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="talkinghead", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -151,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-gate", action="store_true",
                    help="do not rest the mouth where the audio is quiet (the model alone)")
     g.add_argument("--save-motion", help="also save the generated Motion (.npz)")
+    g.add_argument("--renderer", default="geometric", choices=("geometric", "dawn"),
+                   help="geometric (default, no training) or dawn (needs --dawn-checkpoint)")
+    g.add_argument("--dawn-checkpoint", help="DAWN checkpoint directory holding lfg/ and a2v/")
+    g.add_argument("--dawn-steps", type=int, default=10, help="DDIM steps of DAWN's A2V-FDM")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_generate)
 
@@ -169,6 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torchvision alexnet weights and LPIPS v0.1 alex.pth, for LPIPS")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser("prepare", help="talking videos -> face-cropped training shards")
+    pr.add_argument("source", help="folder of talking videos (any layout; mp4/avi/mov/mkv/webm)")
+    pr.add_argument("-o", "--output", required=True, help="dataset folder")
+    pr.add_argument("--size", type=int, default=128, help="crop size in pixels")
+    pr.add_argument("--expand", type=float, default=1.6, help="crop box / face box")
+    pr.add_argument("--min-seconds", type=float, default=1.0, help="skip shorter videos")
+    pr.add_argument("--features", default="whisper", choices=("whisper", "mel"))
+    pr.add_argument("--workers", type=int, default=2, help="worker processes")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=_prepare)
 
     c = sub.add_parser("corpus", help="speech-motion corpus")
     csub = c.add_subparsers(dest="corpus_command", required=True)
@@ -197,6 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     tm.add_argument("-q", "--quiet", action="store_true")
     tm.set_defaults(func=_train_motion)
+    td = tsub.add_parser("dawn", help="train DAWN's renderer: the LFG, then the A2V-FDM")
+    td.add_argument("--stage", required=True, choices=("lfg", "a2v"))
+    td.add_argument("--config", required=True, help="configs/dawn/{lfg,a2v}[.debug].json")
+    td.add_argument("--data", help="dataset from `talkinghead prepare` (overrides the config)")
+    td.add_argument("--lfg", help="trained LFG checkpoint (stage a2v)")
+    td.add_argument("-o", "--output", required=True, help="checkpoint directory (DIR/lfg, DIR/a2v)")
+    td.add_argument("--steps", type=int)
+    td.add_argument("--max-minutes", type=float)
+    td.add_argument("--vgg-weights", help="torchvision vgg19 weights: perceptual LFG loss")
+    td.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    td.add_argument("-q", "--quiet", action="store_true")
+    td.set_defaults(func=_train_dawn)
     return p
 
 

@@ -50,6 +50,9 @@ class GenerateConfig:
     # generated bilabials (mouthPress) seal the lips, also over teeth the portrait shows at rest;
     # `drive` leaves this off (a driving face's own lips already close in its jaw/lip motion)
     render: RenderConfig = field(default_factory=lambda: RenderConfig(seal_gain=2.5))
+    renderer: str = "geometric"      # or "dawn": a trained LFG + A2V-FDM (dawn_checkpoint)
+    dawn_checkpoint: str | None = None
+    dawn_steps: int = 10             # DDIM steps of the A2V-FDM
 
 
 @dataclass
@@ -99,7 +102,14 @@ def apply_references(motion: Motion, ref_pose: str | None, ref_blink: str | None
 class GeneratePipeline:
     def __init__(self, config: GenerateConfig = GenerateConfig()) -> None:
         self.config = config
+        if config.renderer not in ("geometric", "dawn"):
+            raise InputError(f"unknown renderer {config.renderer!r} (geometric or dawn)")
         self.renderer = GeometricRenderer(config.render)
+        self.dawn = None
+        if config.renderer == "dawn":
+            from talkinghead.render.dawn.renderer import DawnRenderer
+
+            self.dawn = DawnRenderer(config.dawn_checkpoint, config.dawn_steps)
         self.motion_model = get_motion_model(config.motion_model)
         self._extractor = None
 
@@ -138,10 +148,14 @@ class GeneratePipeline:
         clip = load_speech(audio)
         # 2. Analyse the portrait (and calibrate the renderer's response to it)
         with FaceLandmarker() as landmarker:
-            portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size)
-            state = self.renderer.prepare(portrait.image, portrait.face)
-            if cfg.calibrate:
-                self.renderer.calibrate(state, landmarker, cfg.calibrate)
+            if self.dawn is not None:       # DAWN crops the face itself and pastes back
+                portrait = load_portrait(image, landmarker, "full", cfg.crop_size)
+                state = self.dawn.prepare(portrait.image, portrait.face)
+            else:
+                portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size)
+                state = self.renderer.prepare(portrait.image, portrait.face)
+                if cfg.calibrate:
+                    self.renderer.calibrate(state, landmarker, cfg.calibrate)
         timings["portrait"] = time.perf_counter() - t0
         # 3. Audio features
         t1 = time.perf_counter()
@@ -153,8 +167,26 @@ class GeneratePipeline:
         timings["motion"] = time.perf_counter() - t2
         # 5. Render and encode, streaming, with the speech as the soundtrack
         t3 = time.perf_counter()
-        frames = render_frames(self.renderer, state, motion, progress, timings)
+        if self.dawn is not None:
+            frames = self._dawn_frames(state, clip, motion, controls.seed, timings)
+        else:
+            frames = render_frames(self.renderer, state, motion, progress, timings)
         n = write_video(output, frames, motion.fps, audio=audio, num_frames=len(motion))
         timings["encode"] = time.perf_counter() - t3 - timings["render"]
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
+
+    def _dawn_frames(self, src, clip: AudioClip, motion: Motion, seed: int, timings: dict):
+        """DAWN frames, the whole clip's motion sampled in one pass; time goes to "render"."""
+        t = time.perf_counter()
+        audio = self.dawn.features(clip, self.config.fps, len(motion))
+        zm = self.dawn.motion_latents(src, audio, motion, seed)
+        timings["render"] = time.perf_counter() - t
+        frames = self.dawn.frames(src, zm, self.config.mode, self.config.crop_size)
+        while True:
+            t = time.perf_counter()
+            frame = next(frames, None)
+            timings["render"] += time.perf_counter() - t
+            if frame is None:
+                return
+            yield frame
 

@@ -15,7 +15,8 @@ from talkinghead.training.loop import TrainConfig, TrainResult, train
 from talkinghead.training.motion_tasks import MotionTaskConfig, build_task
 
 
-def _dataclass_from(cls, values: dict, where: str):
+def dataclass_from(cls, values: dict, where: str):
+    """cls(**values), with a one-line error naming unknown keys."""
     known = {f.name for f in fields(cls)}
     unknown = set(values) - known
     if unknown:
@@ -30,8 +31,18 @@ def load_config(path: str | Path | None) -> tuple[MotionTaskConfig, TrainConfig]
             raw = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise InputError(f"cannot read config {path}: {e}")
-    return (_dataclass_from(MotionTaskConfig, raw.get("task", {}), f"{path} task"),
-            _dataclass_from(TrainConfig, raw.get("train", {}), f"{path} train"))
+    return (dataclass_from(MotionTaskConfig, raw.get("task", {}), f"{path} task"),
+            dataclass_from(TrainConfig, raw.get("train", {}), f"{path} train"))
+
+
+def override(train_cfg: TrainConfig, steps: int | None, max_minutes: float | None) -> None:
+    """Command-line step count and time limit over the config's."""
+    if steps is not None:
+        train_cfg.steps = steps
+        train_cfg.eval_every = min(train_cfg.eval_every, steps)
+        train_cfg.save_every = min(train_cfg.save_every, steps)
+    if max_minutes is not None:
+        train_cfg.max_minutes = max_minutes
 
 
 def train_motion(model: str, config: str | Path | None, corpus: str | None, output: str | Path,
@@ -45,12 +56,7 @@ def train_motion(model: str, config: str | Path | None, corpus: str | None, outp
         task_cfg.debug = debug
     if expert is not None:
         task_cfg.expert = expert
-    if steps is not None:
-        train_cfg.steps = steps
-        train_cfg.eval_every = min(train_cfg.eval_every, steps)
-        train_cfg.save_every = min(train_cfg.save_every, steps)
-    if max_minutes is not None:
-        train_cfg.max_minutes = max_minutes
+    override(train_cfg, steps, max_minutes)
     task = build_task(model, task_cfg, train_cfg.batch_size)
     return train(task, train_cfg, output, resume=resume, progress=progress)
 

@@ -1,0 +1,138 @@
+"""`generate --renderer dawn`: a trained LFG + A2V-FDM (dawn.txt, Sec. 3.6, inference steps 3-4).
+
+The portrait is cropped as the training data was (`prepare`'s box: expand x the face box),
+encoded once (z_src); the motion model supplies pose and blink changes (PBNet or FD2Talk); the
+A2V-FDM samples the motion latents of the whole clip in one non-autoregressive DDIM pass; each
+frame is decoded by the LFG (Eq. 4) and pasted back into the full portrait with a feathered edge.
+A checkpoint is a directory holding `lfg/` and `a2v/` (each model.safetensors + config.json).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkinghead.errors import InputError
+from talkinghead.types import AudioClip, FaceAnalysis, Motion
+
+
+@dataclass
+class DawnSource:
+    image: np.ndarray                     # (H, W, 3) the full portrait
+    box: tuple[int, int, int, int]        # crop box in the portrait (may extend past it)
+    crop: torch.Tensor                    # (1, 3, S, S) in [0, 1]
+    z_src: torch.Tensor                   # (1, Cz, h, w)
+    face: torch.Tensor                    # (1, 1, h, w) face mask at latent size
+
+
+def load_a2v(directory: str | Path):
+    from dataclasses import fields
+
+    from talkinghead.io.checkpoint import load_weights, read_config
+    from talkinghead.render.dawn.a2v_fdm import A2VConfig, A2VFDM
+
+    cfg = read_config(directory)["config"]
+    if cfg.get("model") != "dawn_a2v":
+        raise InputError(f"{directory}: not a DAWN A2V-FDM checkpoint")
+    known = {f.name for f in fields(A2VConfig)}
+    model = A2VFDM(A2VConfig(**{k: (tuple(v) if k == "channels" else v) for k, v in cfg.items() if k in known}))
+    model.feature = cfg.get("feature", "whisper")
+    model.crop_expand = float(cfg.get("crop_expand", 1.6))
+    return load_weights(directory, model).float().eval()
+
+
+class DawnRenderer:
+    def __init__(self, checkpoint: str | Path | None, steps: int = 10) -> None:
+        from talkinghead.training.dawn_tasks import load_lfg
+
+        if not checkpoint:
+            raise InputError("--renderer dawn needs --dawn-checkpoint DIR (with lfg/ and a2v/; "
+                             "train them with `talkinghead train dawn`)")
+        root = Path(checkpoint)
+        if not (root / "lfg").is_dir() or not (root / "a2v").is_dir():
+            raise InputError(f"{root}: a DAWN checkpoint holds lfg/ and a2v/")
+        self.lfg = load_lfg(root / "lfg")
+        self.a2v = load_a2v(root / "a2v")
+        self.steps = steps
+        self._extractor = None
+
+    @property
+    def feature(self) -> str:
+        return self.a2v.feature
+
+    def features(self, clip: AudioClip, fps: float, num: int) -> torch.Tensor:
+        from talkinghead.audio.features import get_extractor
+
+        if self._extractor is None:
+            self._extractor = get_extractor(self.feature)
+        f = self._extractor(clip, fps).values[:num]
+        if len(f) < num:
+            f = np.concatenate([f, np.repeat(f[-1:], num - len(f), 0)])
+        return torch.from_numpy(np.asarray(f, np.float32))[None]
+
+    @torch.no_grad()
+    def prepare(self, image: np.ndarray, face: FaceAnalysis) -> DawnSource:
+        import torch.nn.functional as F
+
+        from talkinghead.data.prepare import FACE_BIT, region_masks
+        from talkinghead.face.crop import crop_box, crop_image
+
+        size = self.lfg.config.size
+        box = crop_box(face, self.a2v.crop_expand)
+        crop = crop_image(image, box, size)
+        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
+        scale = size / (box[2] - box[0])
+        masks = region_masks((face.landmarks[:, :2] - box[:2]) * scale, size)
+        face_mask = torch.from_numpy(((masks & FACE_BIT) > 0).astype(np.float32))[None, None]
+        h = self.lfg.config.latent_size
+        return DawnSource(image, box, x, self.lfg.encoder(x), F.interpolate(face_mask, size=(h, h), mode="area"))
+
+    @torch.no_grad()
+    def motion_latents(self, src: DawnSource, audio: torch.Tensor, motion: Motion, seed: int = 0) -> torch.Tensor:
+        """(1, T, 3, h, w) LFG motion for the whole clip, one non-autoregressive DDIM pass."""
+        from talkinghead.render.dawn.a2v_fdm import from_latent, sample
+        from talkinghead.training.video_data import pose_blink
+
+        if not motion.relative:
+            raise ValueError("DAWN is driven by motion relative to the portrait")
+        pose, blink = pose_blink(motion)                      # deltas: the Motion is relative
+        x = sample(self.a2v, src.z_src, src.face, audio, torch.from_numpy(pose)[None],
+                   torch.from_numpy(blink)[None], steps=self.steps, seed=seed)
+        return from_latent(x, self.a2v.config.flow_scale)
+
+    def paste(self, src: DawnSource, crop: np.ndarray) -> np.ndarray:
+        """The generated crop back into the full portrait, feathered over the box's outer 8%."""
+        import cv2
+
+        x0, y0, x1, y1 = src.box
+        bw, bh = x1 - x0, y1 - y0                        # equal up to rounding
+        h, w = src.image.shape[:2]
+        pad = max(0, -x0, -y0, x1 - w, y1 - h)
+        canvas = np.pad(src.image, ((pad, pad), (pad, pad), (0, 0)), mode="edge").astype(np.float32)
+        patch = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+
+        def ramp(n: int) -> np.ndarray:
+            return np.clip(np.minimum(np.arange(n), np.arange(n)[::-1]) / max(1.0, 0.08 * n), 0, 1)
+
+        alpha = np.minimum(ramp(bh)[:, None], ramp(bw)[None, :])[..., None]
+        region = canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+        canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad] = alpha * patch + (1 - alpha) * region
+        return np.clip(canvas[pad:pad + h, pad:pad + w] + 0.5, 0, 255).astype(np.uint8)
+
+    @torch.no_grad()
+    def frames(self, src: DawnSource, zm: torch.Tensor, mode: str = "full", crop_size: int = 512,
+               chunk: int = 16) -> Iterator[np.ndarray]:
+        """Decode the motion latents frame by frame (in chunks) into output frames."""
+        import cv2
+
+        n = zm.shape[1]
+        for a in range(0, n, chunk):
+            z = zm[0, a:a + chunk]
+            out = self.lfg.decode(src.z_src.expand(len(z), -1, -1, -1), z)          # (c, 3, S, S)
+            for img in (out.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8):
+                yield (self.paste(src, img) if mode == "full"
+                       else cv2.resize(img, (crop_size, crop_size), interpolation=cv2.INTER_CUBIC))

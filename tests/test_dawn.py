@@ -1,0 +1,167 @@
+"""DAWN's renderer: dataset preparation, the LFG, A2V-FDM (attention window, RoPE, any length,
+exact tiling), training through the shared loop on prepared shards, and `generate --renderer dawn`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.render.dawn.a2v_fdm import A2VConfig, A2VFDM, lip_weighted_loss, sample
+from talkinghead.render.dawn.lfg import LatentFlowGenerator, LFGConfig, warp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def talking_folder(tmp_path_factory, portrait_path, speech_path, carphone_path) -> Path:
+    """Two generated talking clips in nested folders, a corrupt file and a clip without audio."""
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GeneratePipeline
+
+    src = tmp_path_factory.mktemp("videos")
+    (src / "a" / "b").mkdir(parents=True)
+    pipe = GeneratePipeline()
+    pipe(portrait_path, speech_path, src / "a" / "one.mp4", MotionControls(seed=0), progress=False)
+    pipe(portrait_path, speech_path, src / "a" / "b" / "two.mov", MotionControls(seed=1), progress=False)
+    (src / "broken.mp4").write_bytes(b"\x00\x01" * 500)
+    shutil.copy(carphone_path, src / "silent.mp4")          # real video, no audio track
+    return src
+
+
+@pytest.fixture(scope="module")
+def dataset(talking_folder, tmp_path_factory) -> Path:
+    from talkinghead.data.prepare import PrepareConfig, prepare
+
+    out = tmp_path_factory.mktemp("data")
+    prepare(talking_folder, out, PrepareConfig(size=32, features="mel"), workers=2, progress=False)
+    return out
+
+
+def test_prepare_writes_shards_and_skips_bad_videos(dataset, talking_folder):
+    from talkinghead.data.prepare import FACE_BIT, LIP_BIT, PrepareConfig, prepare
+
+    m = json.loads((dataset / "manifest.json").read_text())
+    assert m["videos"] == 2 and m["frames"] == 200
+    assert "not a readable video file" in m["skipped"][str(talking_folder / "broken.mp4")]
+    assert m["skipped"][str(talking_folder / "silent.mp4")] == "no audio track"
+    shard = dataset / "shards" / m["shards"][0]
+    frames, masks = np.load(shard / "frames.npy"), np.load(shard / "masks.npy")
+    assert frames.shape == (100, 32, 32, 3) and frames.dtype == np.uint8
+    assert masks.shape == (100, 32, 32)
+    face, lips = (masks & FACE_BIT) > 0, (masks & LIP_BIT) > 0
+    assert 0.15 < face.mean() < 0.8 and 0 < lips.mean() < face.mean()
+    ys = np.nonzero(lips[0])[0]
+    assert ys.mean() > 16                                    # the lips are in the lower half
+    assert np.load(shard / "features.npy").shape == (100, 320)
+    assert np.load(shard / "audio.npy").shape == (64000,)
+    # a rerun resumes: nothing is prepared again
+    lines = (dataset / "prepare.jsonl").read_text().splitlines()
+    prepare(talking_folder, dataset, PrepareConfig(size=32, features="mel"), workers=1, progress=False)
+    assert (dataset / "prepare.jsonl").read_text().splitlines() == lines
+
+
+def test_prepare_cli_bad_source_is_one_line(tmp_path, capsys):
+    from talkinghead.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["prepare", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no videos" in err[0]
+
+
+def test_lfg_warp_identity_and_reconstruction_shapes():
+    torch.manual_seed(0)
+    z = torch.randn(2, 5, 8, 8)
+    assert torch.allclose(warp(z, torch.zeros(2, 2, 8, 8)), z, atol=1e-6)
+    shifted = warp(z, torch.full((2, 2, 8, 8), 2 / 7)[:, :1].repeat(1, 2, 1, 1) * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
+    assert torch.allclose(shifted[..., :-1], z[..., 1:], atol=1e-5)      # one latent pixel to the left
+    lfg = LatentFlowGenerator(LFGConfig.debug())
+    x = torch.rand(3, 3, 32, 32)
+    out, zm = lfg(x, x)
+    assert out.shape == (3, 3, 32, 32) and zm.shape == (3, 3, 8, 8)
+    assert zm[:, :2].abs().max() == 0 and zm[:, 2].min() > 0.95          # starts as identity, unblocked
+
+
+def test_a2v_handles_two_lengths_and_its_temporal_reach_is_pinned():
+    torch.manual_seed(0)
+    cfg = A2VConfig.debug(window=2)
+    model = A2VFDM(cfg).eval()
+    for p in model.parameters():                  # the zero-initialised attention outputs too
+        torch.nn.init.normal_(p, std=0.05)
+
+    cond = (torch.randn(1, 64, 8, 8), torch.rand(1, 1, 8, 8))
+
+    def run(n, x=None, audio=None):
+        x = torch.randn(1, n, 3, 8, 8) if x is None else x
+        audio = torch.randn(1, n, 16) if audio is None else audio
+        return model(x, torch.tensor([10]), *cond, audio, torch.zeros(1, n, 6), torch.zeros(1, n, 2)), x, audio
+
+    with torch.no_grad():
+        for n in (12, 37):
+            assert run(n)[0].shape == (1, n, 3, 8, 8)
+        base, x, audio = run(40)
+        reach = model.receptive_frames + cfg.audio_k
+        assert reach == 2 * 5 + 2
+        audio2 = audio.clone()
+        audio2[:, 20] += 5.0                      # change the audio of frame 20 only
+        moved = (run(40, x, audio2)[0] - base).abs().amax((0, 2, 3, 4))
+    assert moved[20] > 1e-4
+    assert moved[20 - reach:20 + reach + 1].max() > 0
+    far = torch.cat([moved[:20 - reach], moved[20 + reach + 1:]])
+    assert far.max() == 0                          # local windows: nothing beyond the reach moves
+
+
+def test_a2v_tiled_sampling_equals_one_pass():
+    torch.manual_seed(0)
+    model = A2VFDM(A2VConfig.debug(window=2, diffusion_steps=50)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    n = 30
+    args = (torch.randn(1, 64, 8, 8), torch.rand(1, 1, 8, 8), torch.randn(1, n, 16),
+            torch.randn(1, n, 6), torch.randn(1, n, 2))
+    whole = sample(model, *args, steps=3, seed=0, tile=1000)
+    tiled = sample(model, *args, steps=3, seed=0, tile=7)
+    assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_lip_weighted_loss_is_eq7():
+    pred, target = torch.zeros(2, 4, 3, 8, 8), torch.ones(2, 4, 3, 8, 8)
+    lips = torch.zeros(2, 4, 1, 8, 8)
+    lips[..., 2:4, 2:6] = 1
+    assert float(lip_weighted_loss(pred, target, lips, 3.0)) == pytest.approx(1 + 3 * lips.mean().item())
+
+
+def test_dawn_trains_on_prepared_shards_resumes_and_generates(dataset, tmp_path, portrait_path, speech_path, capsys):
+    from talkinghead.cli import main
+
+    ckpt = tmp_path / "dawn"
+    for stage in ("lfg", "a2v"):
+        args = ["train", "dawn", "--stage", stage, "--config", str(ROOT / "configs" / "dawn" / f"{stage}.debug.json"),
+                "--data", str(dataset), "-o", str(ckpt / stage), "--lfg", str(ckpt / "lfg"), "-q"]
+        assert main(args) == 0
+        log = [json.loads(line) for line in (ckpt / stage / "log.jsonl").read_text().splitlines()]
+        vals = [r["val_loss"] for r in log if "val_loss" in r]
+        assert vals[-1] < 0.7 * vals[0], (stage, vals)
+        assert (ckpt / stage / "model.safetensors").exists()
+        cfg = json.loads((ckpt / stage / "config.json").read_text())["config"]
+        assert cfg["model"] == f"dawn_{stage}"
+    assert main(args[:-1] + ["--steps", "44", "-q"]) == 0          # resumes at 40, runs 4 more
+    state = json.loads((ckpt / "a2v" / "train_state.json").read_text())
+    assert state["step"] == 44
+    out = tmp_path / "dawn.mp4"
+    assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o", str(out),
+                 "--renderer", "dawn", "--dawn-checkpoint", str(ckpt), "--motion-model", "pbnet",
+                 "--dawn-steps", "2", "-q"]) == 0
+    from talkinghead.io.video import video_info
+
+    info = video_info(out)
+    assert info.num_frames == 100 and (info.width, info.height) == (512, 512)
+    assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o",
+                 str(tmp_path / "x.mp4"), "--renderer", "dawn", "-q"]) == 2
+    assert "needs --dawn-checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
