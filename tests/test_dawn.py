@@ -165,3 +165,24 @@ def test_dawn_trains_on_prepared_shards_resumes_and_generates(dataset, tmp_path,
                  str(tmp_path / "x.mp4"), "--renderer", "dawn", "-q"]) == 2
     assert "needs --dawn-checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a2v_positions_are_relative_rope_not_absolute():
+    """With RoPE and local windows an output frame depends only on its neighbourhood, never on
+    where the clip sits in time: a clip alone and the same frames inside a longer sequence give
+    the same outputs away from the edges."""
+    torch.manual_seed(0)
+    model = A2VFDM(A2VConfig.debug(window=2)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    n, a, b = 60, 17, 47
+    x, audio = torch.randn(1, n, 3, 8, 8), torch.randn(1, n, 16)
+    pose, blink = torch.randn(1, n, 6), torch.randn(1, n, 2)
+    cond = (torch.randn(1, 64, 8, 8), torch.rand(1, 1, 8, 8))
+    t = torch.tensor([100])
+    with torch.no_grad():
+        long = model(x, t, *cond, audio, pose, blink)
+        short = model(x[:, a:b], t, *cond, audio[:, a:b], pose[:, a:b], blink[:, a:b])
+    r = model.receptive_frames + model.config.audio_k
+    assert b - a > 2 * r
+    assert torch.allclose(long[:, a + r:b - r], short[:, r:b - a - r], atol=1e-5)
