@@ -144,7 +144,8 @@ def main() -> None:
         if args.reuse:
             hist = [json.loads(line) for line in (ckpt / stage / "log.jsonl").read_text().splitlines()]
             hist = [h for h in hist if "val_loss" in h]
-            res[stage] = {"steps": hist[-1]["step"], "val_loss": [(h["step"], h["val_loss"]) for h in hist]}
+            step = json.loads((ckpt / stage / "train_state.json").read_text())["step"]
+            res[stage] = {"steps": step, "val_loss": [(h["step"], h["val_loss"]) for h in hist]}
             continue
         t = time.perf_counter()
         r = train_dawn(stage, ROOT / "configs" / "dawn" / f"{stage}.cpu.json", str(WORK / "data"),
