@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -122,7 +121,7 @@ def motion_speed(seconds: float = 60.0, repeats: int = 3) -> dict:
             "features+motion_s": min(times), "goal_s": 3.0}
 
 
-def _rss_child(seconds: float, full: bool) -> dict:
+def rss_child(seconds: float, full: bool) -> dict:
     """Run in a fresh process: generate motion (or a whole video) for `seconds` of audio."""
     code = f"""
 import resource, sys, time, tempfile, numpy as np
@@ -192,9 +191,9 @@ def main() -> None:
     res["seed_pose_difference_deg"] = float(np.abs(other["pose"] - main_run["pose"]).mean())
     res["models"] = {m: {k: lipsync(m)[k] for k in ("lipsync", "motion")} for m in ("sadtalker", "pbnet")}
     res["speed"] = motion_speed()
-    res["memory"] = [_rss_child(s, False) for s in (10, 60, 600)]
+    res["memory"] = [rss_child(s, False) for s in (10, 60, 600)]
     if args.long:
-        res["memory"].append(_rss_child(600, True))
+        res["memory"].append(rss_child(600, True))
     res["training"] = training_curves(ROOT / "docs" / "motion_training.png")
     res = _round(res)
     out = ROOT / "bench" / "results" / "motion.json"

@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,32 +61,13 @@ def quality(video: Path) -> dict:
     return {**{k: m[k] for k in QUALITY}, "eval_s": time.perf_counter() - t0}
 
 
-_CHILD = """
-import json, resource, sys, time
-import numpy as np
-from talkinghead.evaluation.testset import real_speech
-from talkinghead.io.audio import write_wav
-from talkinghead.pipelines.generate import GeneratePipeline
-from talkinghead.types import AudioClip
-seconds, wav, out = float(sys.argv[1]), sys.argv[2], sys.argv[3]
-speech = real_speech().clip.mono()
-write_wav(wav, AudioClip(np.resize(speech, int(seconds * 16000))[None].astype(np.float32), 16000))
-del speech
-t = time.perf_counter()
-r = GeneratePipeline()(sys.argv[4], wav, out, progress=False)
-print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "wall_s": time.perf_counter() - t, "frames": r.num_frames}))
-"""
-
-
 def memory(seconds: float) -> dict:
-    with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-c", _CHILD, str(seconds), f"{d}/a.wav", f"{d}/v.mp4",
-               str(SAMPLE / "portrait.jpg")]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
-    r = json.loads(res.stdout.strip().splitlines()[-1])
-    r["compute_per_video_second"] = r["wall_s"] / seconds
-    return r
+    """Peak RSS and time of a whole `generate` in a fresh process (bench_motion's child)."""
+    from bench_motion import rss_child
+
+    r = rss_child(seconds, full=True)
+    return {"peak_rss_mib": r["peak_rss_mib"], "wall_s": r["wall_s"],
+            "compute_per_video_second": r["wall_s"] / seconds}
 
 
 def eval_cli_seconds(video: Path, out: Path) -> dict:

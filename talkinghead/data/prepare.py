@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.errors import InputError, NoFaceError, TalkingHeadError
+from talkinghead.io.video import VIDEO_SUFFIXES
 
 log = logging.getLogger("talkinghead")
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 FACE_BIT, LIP_BIT = 1, 2
 
 
@@ -123,7 +123,7 @@ def _median_box(faces: list, expand: float) -> tuple[int, int, int, int]:
     return int(round(cx - half)), int(round(cy - half)), int(round(cx + half)), int(round(cy + half))
 
 
-def prepare_video(path: Path, out: Path, cfg: PrepareConfig, extractor=None) -> dict:
+def prepare_video(path: Path, out: Path, cfg: PrepareConfig) -> dict:
     """One source video -> one shard directory `out` (written whole or not at all)."""
     from talkinghead.face.extract import fill_missing, motion_from_face
     from talkinghead.io.audio import read_audio
@@ -157,11 +157,7 @@ def prepare_video(path: Path, out: Path, cfg: PrepareConfig, extractor=None) -> 
     masks[:first] = [masks[first]] * first
     motion = fill_missing([motion_from_face(f) if f is not None else None for f in faces],
                            cfg.fps, str(path))
-    if extractor is None:
-        from talkinghead.audio.features import get_extractor
-
-        extractor = get_extractor(cfg.features)
-    feats = extractor(clip, cfg.fps).values[: len(pick)]
+    feats = _extractor(cfg.features)(clip, cfg.fps).values[: len(pick)]
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -184,7 +180,7 @@ def _worker(job: tuple[str, str, dict]) -> dict:
     cfg = PrepareConfig(**cfg)
     record = {"source": path, "shard": Path(out).name}
     try:
-        meta = prepare_video(Path(path), Path(out), cfg, _extractor(cfg.features))
+        meta = prepare_video(Path(path), Path(out), cfg)
         record.update(status="ok", frames=meta["frames"])
     except TalkingHeadError as e:
         record.update(status="skipped", reason=str(e))
@@ -197,15 +193,19 @@ _EXTRACTORS: dict = {}
 
 
 def _extractor(kind: str):
-    """One audio feature extractor per worker process."""
+    """One audio feature extractor per process, loaded on first use."""
     if kind not in _EXTRACTORS:
-        import torch
-
         from talkinghead.audio.features import get_extractor
 
-        torch.set_num_threads(1)
         _EXTRACTORS[kind] = get_extractor(kind)
     return _EXTRACTORS[kind]
+
+
+def _init_worker() -> None:
+    """Worker processes share the cores: one torch thread each."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig(),
@@ -232,7 +232,7 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig
     jobs = [(str(p), str(out / "shards" / source_id(p, src)), asdict(cfg))
             for p in sources if str(p) not in done]
     ctx = mp.get_context("spawn")
-    pool = ctx.Pool(workers) if workers > 1 and len(jobs) > 1 else None
+    pool = ctx.Pool(workers, initializer=_init_worker) if workers > 1 and len(jobs) > 1 else None
     with open(logfile, "a") as logf, tqdm(total=len(sources), initial=len(sources) - len(jobs),
                                           desc="preparing", unit="video", disable=not progress) as bar:
         results = pool.imap_unordered(_worker, jobs) if pool else map(_worker, jobs)

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.errors import InputError
+from talkinghead.io.video import VIDEO_SUFFIXES
 from talkinghead.types import AudioClip, FaceAnalysis, Motion
 
 log = logging.getLogger("talkinghead")
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus"} | VIDEO_SUFFIXES
 Value = float | int | str
 
@@ -73,7 +73,7 @@ class EvalResult:
     config: dict
 
 
-def find_videos(paths: list[str | Path], suffixes: set[str] = VIDEO_SUFFIXES,
+def find_videos(paths: list[str | Path], suffixes: frozenset[str] = VIDEO_SUFFIXES,
                 what: str = "videos") -> list[Path]:
     """Files given directly, plus those in given folders with one of `suffixes`."""
     out: list[Path] = []
@@ -221,7 +221,10 @@ class Nets:
             return float(self.lpips(ta, tb)[0])
 
 
-def _source_embeddings(nets: Nets, image: np.ndarray | None) -> tuple[dict[str, np.ndarray], float | None]:
+Source = tuple[dict[str, np.ndarray], float | None]     # identity embeddings, resting opening
+
+
+def _source_embeddings(nets: Nets, image: np.ndarray | None) -> Source:
     """Identity embeddings and resting mouth opening of the source portrait."""
     if image is None:
         return {}, None
@@ -326,12 +329,12 @@ def _paired(nets: Nets, gen: Path, ref: Path, ref_clips: _ClipFeatures,
 
 
 def evaluate_video(nets: Nets, cfg: EvalConfig, path: Path, audio: Path | None,
-                   source: np.ndarray | None) -> tuple[VideoResult, _FrameMeasures, Motion]:
+                   source: Source) -> tuple[VideoResult, _FrameMeasures, Motion]:
     from talkinghead.face.extract import extract_video_motion
     from talkinghead.io.video import video_info
 
     info = video_info(path)
-    embeddings, rest = _source_embeddings(nets, source)
+    embeddings, rest = source
     m = _FrameMeasures(nets, cfg, embeddings)
     motion = extract_video_motion(path, progress=False, on_frame=m)
     clip = _speech(path, audio)
@@ -365,14 +368,14 @@ def evaluate(generated: list[Path], cfg: EvalConfig = EvalConfig(), references: 
     nets = Nets(cfg)
     refs = match_by_stem(generated, references, "reference video") if references else [None] * len(generated)
     auds = match_by_stem(generated, audios, "audio file") if audios else [None] * len(generated)
-    source_image = read_image(source) if source else None
+    shared = _source_embeddings(nets, read_image(source)) if source else None   # once for all videos
     gen_sets, ref_sets = _ClipFeatures(nets), _ClipFeatures(nets)
     gen_shapes: list[np.ndarray] = []
     ref_shapes: list[np.ndarray] = []
     results = []
     for path, ref, aud in tqdm(list(zip(generated, refs, auds)), desc="evaluating", unit="video",
                                disable=None if progress else True):
-        src = source_image if source_image is not None else (_first_frame(ref) if ref else None)
+        src = shared or _source_embeddings(nets, _first_frame(ref) if ref else None)
         res, measures, motion = evaluate_video(nets, cfg, path, aud, src)
         gen_shapes.append(motion.blendshapes)
         gen_sets.images += measures.clips.images

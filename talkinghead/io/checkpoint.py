@@ -41,6 +41,15 @@ def read_config(directory: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
+def config_from(config_cls, fields: dict):
+    """config_cls from a checkpoint's config fields: unknown keys (model name, feature kind, ...)
+    are ignored; JSON lists become tuples where the field is a tuple."""
+    known = {f.name: f for f in dataclasses.fields(config_cls)}
+    values = {k: (tuple(v) if isinstance(v, list) and isinstance(getattr(config_cls, k, None), tuple) else v)
+              for k, v in fields.items() if k in known}
+    return config_cls(**values)
+
+
 def load_weights(directory: str | Path, model: torch.nn.Module) -> torch.nn.Module:
     from safetensors.torch import load_file
 

@@ -13,6 +13,9 @@ from talkinghead.errors import InputError, OutputError
 from talkinghead.io.atomic import atomic_output
 
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     fps: float

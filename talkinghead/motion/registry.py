@@ -6,13 +6,12 @@ name ("model"), its audio feature kind ("feature") and the constructor's config 
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from talkinghead.errors import InputError
-from talkinghead.io.checkpoint import load_weights, read_config
+from talkinghead.io.checkpoint import config_from, load_weights, read_config
 from talkinghead.motion.fd2talk import DiTConfig, MotionDiT
 from talkinghead.motion.pbnet import PBNet, PBNetConfig
 from talkinghead.motion.sadtalker import ExpNet, ExpNetConfig, PoseVAE, PoseVAEConfig
@@ -31,8 +30,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 def build_model(name: str, fields: dict) -> torch.nn.Module:
     cls, config_cls = MODELS[name]
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    return cls(config_cls(**{k: v for k, v in fields.items() if k in known}))
+    return cls(config_from(config_cls, fields))
 
 
 def load_checkpoint(directory: str | Path) -> torch.nn.Module:

@@ -72,20 +72,29 @@ def load_portrait(path: str | Path, landmarker: FaceLandmarker, mode: str = "ful
     return Portrait(image, face)
 
 
+def timed(frames: Iterator[np.ndarray], timings: dict[str, float], key: str = "render"
+          ) -> Iterator[np.ndarray]:
+    """The frames of a lazy iterator; the time spent producing them accumulates in timings[key]
+    (so a streamed render can be told apart from the encoder consuming it)."""
+    timings.setdefault(key, 0.0)
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        timings[key] += time.perf_counter() - t0
+        if frame is None:
+            return
+        yield frame
+
+
 def render_frames(renderer: GeometricRenderer, state: SourceState, motion: Motion,
                   progress: bool = True, timings: dict[str, float] | None = None
                   ) -> Iterator[np.ndarray]:
     """Rendered frames, one at a time; time spent rendering accumulates in timings["render"]."""
     from tqdm import tqdm
 
-    timings = {} if timings is None else timings
-    timings.setdefault("render", 0.0)
-    for t in tqdm(range(len(motion)), disable=None if progress else True, desc="rendering",
-                  unit="frame", leave=False):
-        t0 = time.perf_counter()
-        frame = renderer.render(state, motion[t])
-        timings["render"] += time.perf_counter() - t0
-        yield frame
+    steps = tqdm(range(len(motion)), disable=None if progress else True, desc="rendering",
+                 unit="frame", leave=False)
+    return timed((renderer.render(state, motion[t]) for t in steps), {} if timings is None else timings)
 
 
 class DrivePipeline:

@@ -23,7 +23,7 @@ from talkinghead.io.video import write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MotionControls, get_motion_model
-from talkinghead.pipelines.drive import Portrait, load_portrait, render_frames
+from talkinghead.pipelines.drive import Portrait, load_portrait, render_frames, timed
 from talkinghead.render.geometric import GeometricRenderer, RenderConfig
 from talkinghead.types import BS, AudioClip, Motion
 from talkinghead.audio.features import AudioFeatures
@@ -168,25 +168,20 @@ class GeneratePipeline:
         # 5. Render and encode, streaming, with the speech as the soundtrack
         t3 = time.perf_counter()
         if self.dawn is not None:
-            frames = self._dawn_frames(state, clip, motion, controls.seed, timings)
+            frames = self._dawn_frames(state, clip, features, motion, controls.seed, timings)
         else:
             frames = render_frames(self.renderer, state, motion, progress, timings)
         n = write_video(output, frames, motion.fps, audio=audio, num_frames=len(motion))
         timings["encode"] = time.perf_counter() - t3 - timings["render"]
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
 
-    def _dawn_frames(self, src, clip: AudioClip, motion: Motion, seed: int, timings: dict):
+    def _dawn_frames(self, src, clip: AudioClip, features: AudioFeatures, motion: Motion,
+                     seed: int, timings: dict):
         """DAWN frames, the whole clip's motion sampled in one pass; time goes to "render"."""
         t = time.perf_counter()
-        audio = self.dawn.features(clip, self.config.fps, len(motion))
+        audio = self.dawn.features(clip, self.config.fps, len(motion),
+                                   features if features.kind == self.dawn.feature else None)
         zm = self.dawn.motion_latents(src, audio, motion, seed)
         timings["render"] = time.perf_counter() - t
-        frames = self.dawn.frames(src, zm, self.config.mode, self.config.crop_size)
-        while True:
-            t = time.perf_counter()
-            frame = next(frames, None)
-            timings["render"] += time.perf_counter() - t
-            if frame is None:
-                return
-            yield frame
+        return timed(self.dawn.frames(src, zm, self.config.mode, self.config.crop_size), timings)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,13 +89,12 @@ class A2VTaskConfig:
 
 
 def load_lfg(directory: str | Path) -> LatentFlowGenerator:
-    from talkinghead.io.checkpoint import load_weights, read_config
+    from talkinghead.io.checkpoint import config_from, load_weights, read_config
 
     fields_ = read_config(directory)["config"]
     if fields_.get("model") != "dawn_lfg":
         raise InputError(f"{directory}: not a DAWN LFG checkpoint")
-    known = {f.name for f in fields(LFGConfig)}
-    model = LatentFlowGenerator(LFGConfig(**{k: v for k, v in fields_.items() if k in known}))
+    model = LatentFlowGenerator(config_from(LFGConfig, fields_))
     return load_weights(directory, model).float().eval().requires_grad_(False)
 
 

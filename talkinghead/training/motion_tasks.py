@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from talkinghead.diffusion.schedule import Schedule
 from talkinghead.errors import InputError

@@ -9,7 +9,6 @@ keys `features.N.*`) and the LPIPS linear heads (`lpips/weights/v0.1/alex.pth`, 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 CHANNELS = (64, 192, 384, 256, 256)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from talkinghead.errors import InputError
+from talkinghead.audio.features import AudioFeatures
 from talkinghead.types import AudioClip, FaceAnalysis, Motion
 
 
@@ -30,16 +31,13 @@ class DawnSource:
 
 
 def load_a2v(directory: str | Path):
-    from dataclasses import fields
-
-    from talkinghead.io.checkpoint import load_weights, read_config
+    from talkinghead.io.checkpoint import config_from, load_weights, read_config
     from talkinghead.render.dawn.a2v_fdm import A2VConfig, A2VFDM
 
     cfg = read_config(directory)["config"]
     if cfg.get("model") != "dawn_a2v":
         raise InputError(f"{directory}: not a DAWN A2V-FDM checkpoint")
-    known = {f.name for f in fields(A2VConfig)}
-    model = A2VFDM(A2VConfig(**{k: (tuple(v) if k == "channels" else v) for k, v in cfg.items() if k in known}))
+    model = A2VFDM(config_from(A2VConfig, cfg))
     model.feature = cfg.get("feature", "whisper")
     model.crop_expand = float(cfg.get("crop_expand", 1.6))
     return load_weights(directory, model).float().eval()
@@ -64,12 +62,17 @@ class DawnRenderer:
     def feature(self) -> str:
         return self.a2v.feature
 
-    def features(self, clip: AudioClip, fps: float, num: int) -> torch.Tensor:
+    def features(self, clip: AudioClip, fps: float, num: int,
+                 computed: AudioFeatures | None = None) -> torch.Tensor:
+        """(1, num, D) audio features of the kind the A2V-FDM was trained on (`computed` when the
+        motion model already extracted that kind)."""
         from talkinghead.audio.features import get_extractor
 
-        if self._extractor is None:
-            self._extractor = get_extractor(self.feature)
-        f = self._extractor(clip, fps).values[:num]
+        if computed is None:
+            if self._extractor is None:
+                self._extractor = get_extractor(self.feature)
+            computed = self._extractor(clip, fps)
+        f = computed.values[:num]
         if len(f) < num:
             f = np.concatenate([f, np.repeat(f[-1:], num - len(f), 0)])
         return torch.from_numpy(np.asarray(f, np.float32))[None]
