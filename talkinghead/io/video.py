@@ -1,8 +1,11 @@
-"""Video reading (PyAV, streamed) and MP4 writing: H.264 + AAC, atomic, flat memory."""
+"""Video reading (PyAV, streamed) and writing, atomic and in flat memory. The container follows
+the output's extension: .mp4/.mov (H.264 + AAC), .mkv/.webm (VP9 + Opus), .gif and animated
+.webp (no sound)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -10,10 +13,72 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.errors import InputError, OutputError
-from talkinghead.io.atomic import atomic_output
+from talkinghead.io.atomic import atomic_output, check_output
 
+log = logging.getLogger("talkinghead")
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"})
+
+
+@dataclass(frozen=True)
+class Container:
+    """How a video is written for one output extension."""
+
+    name: str                  # as the user is told
+    format: str                # FFmpeg muxer
+    video: str                 # video encoder
+    pix_fmt: str
+    audio: str | None = None   # audio encoder; None: the format holds no sound
+    sample_fmt: str = "fltp"
+    audio_frame: int = 1024    # samples per frame the audio encoder takes
+    audio_rate: int | None = None  # fixed sample rate (Opus: 48 kHz); None: the source's
+    muxer_options: tuple[tuple[str, str], ...] = ()
+
+
+_H264 = dict(video="libx264", pix_fmt="yuv420p", audio="aac")
+_VP9 = dict(video="libvpx-vp9", pix_fmt="yuv420p", audio="libopus", sample_fmt="flt",
+            audio_frame=960, audio_rate=48000)
+CONTAINERS: dict[str, Container] = {
+    ".mp4": Container("MP4 (H.264 + AAC)", "mp4", **_H264),
+    ".mov": Container("QuickTime (H.264 + AAC)", "mov", **_H264),
+    ".mkv": Container("Matroska (VP9 + Opus)", "matroska", **_VP9),
+    ".webm": Container("WebM (VP9 + Opus)", "webm", **_VP9),
+    ".gif": Container("GIF", "gif", "gif", "pal8", muxer_options=(("loop", "0"),)),
+    ".webp": Container("animated WebP", "webp", "libwebp_anim", "yuv420p",
+                       muxer_options=(("loop", "0"),)),
+}
+DEFAULT_SUFFIX = ".mp4"
+
+
+def output_container(path: str | Path) -> Container:
+    """The container for an output path, by its extension (none: MP4)."""
+    suffix = Path(path).suffix.lower()
+    if not suffix:
+        return CONTAINERS[DEFAULT_SUFFIX]
+    if suffix not in CONTAINERS:
+        raise OutputError(f"{path}: cannot write {suffix} video; use one of "
+                          f"{', '.join(CONTAINERS)}")
+    return CONTAINERS[suffix]
+
+
+def check_video_output(path: str | Path, inputs: Mapping[str, str | Path | None] | None = None,
+                       audio: bool = False) -> Path:
+    """Check an output video path before any work; returns the path to write.
+
+    The extension picks the container (a name without one gets `.mp4` appended, and says so);
+    the path must be none of `inputs` and writable (io.atomic.check_output). With `audio`, says
+    when the container cannot hold the soundtrack.
+    """
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + DEFAULT_SUFFIX)
+        log.warning("%s has no extension; writing MP4 to %s", path.with_suffix(""), path)
+    spec = output_container(path)
+    path = check_output(path, inputs)
+    if audio and spec.audio is None:
+        log.warning("%s: %s holds no sound; the audio is not written (.mp4, .mov, .mkv or .webm "
+                    "keep it)", path, spec.name)
+    return path
 
 
 @dataclass(frozen=True)
@@ -74,18 +139,56 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-class _AudioTrack:
-    """Feeds an AAC stream from an audio file, in step with the video clock."""
+class _Pal8:
+    """RGB frames -> 256-colour (image, ARGB palette) pairs for GIF, one palette for the whole
+    video (median cut of the first frame): a talking head keeps its colours, and a fixed
+    palette lets the encoder store only what changed."""
 
-    def __init__(self, container, source: str | Path, max_seconds: float) -> None:
+    def __init__(self) -> None:
+        self.palette = None
+        self.argb = np.zeros((256, 4), np.uint8)
+
+    def __call__(self, frame: np.ndarray):
+        from PIL import Image
+
+        im = Image.fromarray(frame)
+        if self.palette is None:
+            self.palette = im.quantize(256, method=Image.Quantize.MEDIANCUT)
+            rgb = np.asarray(self.palette.getpalette()[:768], np.uint8).reshape(-1, 3)  # (C, 3)
+            self.argb[:, 0] = 255
+            self.argb[:len(rgb), 1:] = rgb
+        q = im.quantize(palette=self.palette, dither=Image.Dither.NONE)
+        return np.asarray(q), self.argb
+
+
+def _video_options(spec: Container, crf: int) -> dict[str, str]:
+    """Encoder settings: x264's CRF; VP9 in constant quality at real-time speed."""
+    if spec.video == "libx264":
+        return {"crf": str(crf), "preset": "veryfast"}
+    if spec.video == "libvpx-vp9":
+        return {"crf": str(crf + 12), "b": "0", "deadline": "realtime", "cpu-used": "8",
+                "row-mt": "1"}
+    if spec.video == "libwebp_anim":  # method 1: 2.3x faster than the default 4, same PSNR
+        return {"quality": "80", "compression_level": "1"}
+    return {}
+
+
+class _AudioTrack:
+    """Feeds an AAC (or Opus) stream from an audio file, in step with the video clock."""
+
+    def __init__(self, container, source: str | Path, max_seconds: float,
+                 spec: Container = CONTAINERS[DEFAULT_SUFFIX]) -> None:
         import av
 
         from talkinghead.io.audio import iter_audio, output_layout
 
         self.rate, layout = output_layout(source)
-        self.stream = container.add_stream("aac", rate=self.rate, layout=layout)
+        self.rate = spec.audio_rate or self.rate
+        self.stream = container.add_stream(spec.audio, rate=self.rate, layout=layout)
         self.stream.bit_rate = 128000
-        self.frames = iter_audio(source, self.rate, layout, "fltp", frame_size=1024)
+        self.fmt = spec.sample_fmt
+        self.frames = iter_audio(source, self.rate, layout, spec.sample_fmt,
+                                 frame_size=spec.audio_frame)
         self.limit = int(max_seconds * self.rate)
         self.written = 0
         self.container = container
@@ -99,8 +202,9 @@ class _AudioTrack:
                 break
             n = min(frame.samples, self.limit - self.written)
             if n < frame.samples:  # trim the tail to the video's length
-                a = frame.to_ndarray()[:, :n]
-                frame = self._av.AudioFrame.from_ndarray(np.ascontiguousarray(a), format="fltp",
+                a = frame.to_ndarray()  # (channels, samples) planar, (1, samples * channels) packed
+                a = a[:, :n] if frame.format.is_planar else a[:, :n * len(frame.layout.channels)]
+                frame = self._av.AudioFrame.from_ndarray(np.ascontiguousarray(a), format=self.fmt,
                                                          layout=frame.layout.name)
                 frame.sample_rate = self.rate
             frame.pts = self.written
@@ -116,34 +220,43 @@ class _AudioTrack:
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0,
                 audio: str | Path | None = None, crf: int = 18, num_frames: int | None = None) -> int:
-    """Encode RGB frames (and the audio of file `audio`, cut to the video's length) into MP4.
+    """Encode RGB frames (and the audio of file `audio`, cut to the video's length) into the
+    container that `path`'s extension names (output_container; none: MP4). A container without
+    sound (GIF, WebP) leaves the audio out.
 
     Frames are consumed one at a time; the file appears at `path` only when complete.
     Returns the number of frames written.
     """
     import av
 
+    spec = output_container(path)
     rate = Fraction(fps).limit_denominator(1001)
+    pal8 = _Pal8() if spec.pix_fmt == "pal8" else None
     written = 0
     with atomic_output(path) as tmp:
         try:
-            container = av.open(str(tmp), mode="w", format="mp4")
+            container = av.open(str(tmp), mode="w", format=spec.format,
+                                options=dict(spec.muxer_options))
         except av.error.FFmpegError as e:
             raise OutputError(f"{path}: cannot write ({e})") from None
         try:
             vstream = None
             track = None
             for frame in frames:
-                frame = _even(np.ascontiguousarray(frame, dtype=np.uint8))
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                frame = _even(frame) if spec.pix_fmt.startswith("yuv420") else frame
                 if vstream is None:
-                    vstream = container.add_stream("libx264", rate=rate)
+                    vstream = container.add_stream(spec.video, rate=rate)
                     vstream.height, vstream.width = frame.shape[:2]
-                    vstream.pix_fmt = "yuv420p"
-                    vstream.options = {"crf": str(crf), "preset": "veryfast"}
-                    if audio is not None:
+                    vstream.pix_fmt = spec.pix_fmt
+                    vstream.options = _video_options(spec, crf)
+                    if audio is not None and spec.audio is not None:
                         max_s = (num_frames / float(rate)) if num_frames else 1e9
-                        track = _AudioTrack(container, audio, max_s)
-                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                        track = _AudioTrack(container, audio, max_s, spec)
+                if pal8 is not None:
+                    vf = av.VideoFrame.from_ndarray(pal8(frame), format="pal8")
+                else:
+                    vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
                 vf.pts = written
                 for packet in vstream.encode(vf):
                     container.mux(packet)
