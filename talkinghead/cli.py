@@ -247,6 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     td.add_argument("-q", "--quiet", action="store_true")
     td.set_defaults(func=_train_dawn)
+
+    from talkinghead.serve.commands import add_parsers as add_serving
+
+    add_serving(sub)                 # serve, worker, batch, app (HTTP API, queue, web app)
     return p
 
 
