@@ -1,0 +1,238 @@
+"""Live animation: audio chunks in (20-40 ms, 16 kHz), (frame, audio) pairs out at 25 fps.
+
+The offline `generate` recipe (Whisper-base features -> FD2Talk's expression and pose diffusion
+transformers, Yao et al. 2024, `../shared/papers/fd2talk.txt` -> the geometric renderer), run
+one hop at a time with a bounded look-ahead:
+
+  1. audio accumulates in a buffer of a few seconds (memory stays flat however long it runs);
+  2. as soon as the audio reaches `hop + lookahead` frames past the next frame to show, the
+     features of the last `features_s` seconds are computed (Whisper is bidirectional, so only
+     this window, never the whole stream);
+  3. the motion transformers sample the window [known | new | look-ahead] with the shown
+     frames pinned (`motion/streaming.py`), so blinks and head motion carry across hops;
+  4. the mouth rests where the last `gate_s` seconds say the audio is quiet (the offline
+     speech gate, on a causal window);
+  5. the geometric renderer draws each new frame; each leaves with its 40 ms of audio.
+
+A hop's audio end is fixed by frame indices, not by how the audio was chunked, so the output
+is the same for any chunking, and a change in the audio at frame t moves no frame before
+t - window.reach. Pacing at 25 fps against a wall clock is the caller's job
+(`serve/live.py`); this module yields frames as soon as they are computed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from talkinghead.audio.features import SAMPLE_RATE
+from talkinghead.data.visemes import MOUTH_CHANNELS
+from talkinghead.errors import InputError
+from talkinghead.motion.filters import gate_mouth, speech_gate, still
+from talkinghead.motion.generate import MotionControls, to_motion
+from talkinghead.motion.streaming import StreamingFD2Talk, StreamWindow
+from talkinghead.render.geometric import RenderConfig
+from talkinghead.types import BS, Motion
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    fps: float = 25.0
+    mode: str = "crop"               # "crop": the face crop (crop_size square); "full"
+    crop_size: int = 384
+    window: StreamWindow = StreamWindow()
+    features_s: float = 1.5          # seconds of audio the feature encoder sees per hop
+    gate: bool = True
+    gate_s: float = 4.0              # seconds of past audio the speech gate learns its floor from
+    expression_scale: float = 1.0
+    pose_scale: float = 1.0
+    still: bool = False
+    calibrate: tuple[str, ...] = ("eyeBlink",)
+    render: RenderConfig = field(default_factory=lambda: RenderConfig(seal_gain=2.5))
+
+    @property
+    def frame_samples(self) -> int:
+        return int(round(SAMPLE_RATE / self.fps))
+
+
+@dataclass
+class StreamFrame:
+    """One output frame, the audio it shows and its index (0 = the stream's first 40 ms)."""
+
+    index: int
+    frame: np.ndarray                # (H, W, 3) uint8
+    audio: np.ndarray                # (frame_samples,) float32, 16 kHz
+    motion: Motion                   # the one-frame relative Motion that was rendered
+
+    def __iter__(self):              # `frame, audio = out`
+        return iter((self.frame, self.audio))
+
+
+class StreamMotion:
+    """Audio samples (pushed in any chunks) -> relative Motion, `hop` frames at a time."""
+
+    def __init__(self, config: StreamConfig, model: StreamingFD2Talk, extractor) -> None:
+        self.config, self.model, self.extractor = config, model, extractor
+        w = config.window
+        fs = config.frame_samples
+        need = (w.context + w.hop + w.lookahead) * fs
+        self.feature_samples = max(need, int(config.features_s * SAMPLE_RATE) // fs * fs)
+        self.gate_samples = int(config.gate_s * SAMPLE_RATE) // fs * fs
+        self.keep = max(self.feature_samples, self.gate_samples) + (w.hop + w.lookahead + 1) * fs
+        self.buf = np.zeros(0, np.float32)
+        self.buf_start = 0               # absolute sample index of buf[0]
+        self.next_frame = 0
+        self.timings = {"features": 0.0, "motion": 0.0}
+
+    @property
+    def received(self) -> int:
+        return self.buf_start + len(self.buf)
+
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """Absolute samples [start, stop) (zeros where the buffer has none yet)."""
+        lo = max(start, self.buf_start)
+        out = np.zeros(stop - start, np.float32)
+        part = self.buf[lo - self.buf_start: max(lo, stop) - self.buf_start]
+        out[lo - start: lo - start + len(part)] = part
+        return out
+
+    def push(self, samples: np.ndarray) -> list[Motion]:
+        """Add audio; return the Motion hops it completes (possibly none)."""
+        x = np.asarray(samples, np.float32).reshape(-1)
+        self.buf = np.concatenate([self.buf, x])
+        out = []
+        w, fs = self.config.window, self.config.frame_samples
+        while self.received >= (self.next_frame + w.hop + w.lookahead) * fs:
+            out.append(self._hop(self.next_frame + w.hop + w.lookahead, w.hop))
+        drop = max(0, len(self.buf) - self.keep)
+        self.buf, self.buf_start = self.buf[drop:], self.buf_start + drop
+        return out
+
+    def finish(self) -> list[Motion]:
+        """The input ended: the remaining frames, silence standing in for the look-ahead."""
+        w, fs = self.config.window, self.config.frame_samples
+        total = -(-self.received // fs)                    # frames, the last partial one counts
+        out = []
+        while self.next_frame < total:
+            out.append(self._hop(self.next_frame + w.hop + w.lookahead, min(w.hop, total - self.next_frame)))
+        return out
+
+    def _hop(self, end: int, emit: int) -> Motion:
+        cfg, fs = self.config, self.config.frame_samples
+        first = self.next_frame
+        t0 = time.perf_counter()
+        s1 = end * fs
+        s0 = max(0, s1 - self.feature_samples)
+        feats = self.extractor.frames(self.samples(s0, s1), cfg.fps, (s1 - s0) // fs)  # (N, A)
+        window = feats[-(self.model.known + end - first):]                             # (K+H+L, A)
+        t1 = time.perf_counter()
+        expr, pose = self.model.step(window, first, emit)
+        motion = to_motion(expr, pose, cfg.fps)
+        if cfg.gate:
+            g0 = max(0, s1 - self.gate_samples)
+            gate = speech_gate(self.samples(g0, s1), (s1 - g0) // fs, cfg.fps)
+            offset = first - g0 // fs
+            motion = gate_mouth(motion, gate[offset:offset + emit], [BS[c] for c in MOUTH_CHANNELS])
+        motion = motion.scaled(cfg.expression_scale, cfg.pose_scale)
+        motion = still(motion) if cfg.still else motion
+        self.timings["features"] += t1 - t0
+        self.timings["motion"] += time.perf_counter() - t1
+        self.next_frame += emit
+        return motion
+
+
+def fd2talk_stream(config: StreamConfig, controls: MotionControls, expression, pose,
+                   extractor) -> StreamMotion:
+    """FD2Talk's expression and pose models and their feature extractor, streaming."""
+    styles = pose.config.num_styles
+    if controls.pose_style is not None and not 0 <= controls.pose_style < max(styles, 1):
+        raise InputError(f"--pose-style must be 0..{styles - 1}, got {controls.pose_style}")
+    model = StreamingFD2Talk(expression, pose, config.window, controls.seed, controls.steps,
+                             controls.sampler, controls.pose_style, controls.blink_rate)
+    return StreamMotion(config, model, extractor)
+
+
+class StreamSession:
+    """One live stream: a prepared portrait, pushed audio, rendered frames out."""
+
+    def __init__(self, renderer, state, motion: StreamMotion) -> None:
+        self.renderer, self.state, self.motion = renderer, state, motion
+        self.emitted = 0
+        self.timings = motion.timings
+        self.timings.setdefault("render", 0.0)
+
+    def _frames(self, hops: list[Motion]) -> list[StreamFrame]:
+        out, fs = [], self.motion.config.frame_samples
+        for m in hops:
+            for i in range(len(m)):
+                t = time.perf_counter()
+                frame = self.renderer.render(self.state, m[i])
+                self.timings["render"] += time.perf_counter() - t
+                f = self.emitted
+                out.append(StreamFrame(f, frame, self.motion.samples(f * fs, (f + 1) * fs), m[i]))
+                self.emitted += 1
+        return out
+
+    def push(self, samples: np.ndarray) -> list[StreamFrame]:
+        return self._frames(self.motion.push(samples))
+
+    def finish(self) -> list[StreamFrame]:
+        return self._frames(self.motion.finish())
+
+
+class StreamPipeline:
+    """`StreamPipeline(config)(image, chunks)` -> iterator of StreamFrame (frame, audio)."""
+
+    def __init__(self, config: StreamConfig = StreamConfig(), expression=None, pose=None,
+                 extractor=None) -> None:
+        from talkinghead.motion.registry import load_checkpoint, shipped
+        from talkinghead.render.geometric import GeometricRenderer
+
+        self.config = config
+        self.renderer = GeometricRenderer(config.render)
+        # loaded once, shared by every session (each session keeps its own state)
+        self.expression = expression if expression is not None else load_checkpoint(shipped("fd2talk_expression"))
+        self.pose = pose if pose is not None else load_checkpoint(shipped("fd2talk_pose"))
+        self._extractor = extractor
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            from talkinghead.audio.features import get_extractor
+
+            self._extractor = get_extractor(self.expression.feature)
+        return self._extractor
+
+    def prepare(self, image):
+        """Portrait (path) -> the renderer's state, calibrated as `generate` does (~1 s)."""
+        from talkinghead.face.landmarker import FaceLandmarker
+        from talkinghead.pipelines.drive import load_portrait
+
+        with FaceLandmarker() as landmarker:
+            portrait = load_portrait(image, landmarker, self.config.mode, self.config.crop_size)
+            state = self.renderer.prepare(portrait.image, portrait.face)
+            if self.config.calibrate:
+                self.renderer.calibrate(state, landmarker, self.config.calibrate)
+        return state
+
+    def session(self, state, controls: MotionControls = MotionControls()) -> StreamSession:
+        motion = fd2talk_stream(self.config, controls, self.expression, self.pose, self.extractor)
+        return StreamSession(self.renderer, state, motion)
+
+    def __call__(self, image, chunks: Iterable[np.ndarray],
+                 controls: MotionControls = MotionControls()) -> Iterator[StreamFrame]:
+        # 1. Analyse the portrait; 2. per chunk: features, motion, render; 3. flush at the end
+        session = self.session(self.prepare(image), controls)
+        for chunk in chunks:
+            yield from session.push(chunk)
+        yield from session.finish()
+
+
+def chunked(samples: np.ndarray, chunk_s: float = 0.02) -> Iterator[np.ndarray]:
+    """Cut a waveform into chunks of `chunk_s` seconds (the last may be shorter)."""
+    n = max(1, int(round(chunk_s * SAMPLE_RATE)))
+    for i in range(0, len(samples), n):
+        yield samples[i:i + n]
