@@ -1,6 +1,8 @@
 """`talkinghead` command line: a table of subcommands, each a thin call into a pipeline.
 
-User errors print one line (`error: ...`) and exit 2; nothing is left at the output path.
+User errors print one line (`error: ...`) and exit 2; nothing is left at the output path, and
+no output may be one of the inputs. SIGINT and SIGTERM stop a run cleanly: the partial file is
+removed and the exit code is 130 / 143.
 """
 
 from __future__ import annotations
@@ -8,17 +10,33 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+VIDEO_OUT = "output video: .mp4/.mov (H.264+AAC), .mkv/.webm (VP9+Opus), .gif, .webp (no sound)"
+
+
+def _save_motion(motion, path: str | Path) -> None:
+    from talkinghead.io.atomic import atomic_output
+
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:  # np.savez would append .npz to a bare path
+            motion.save(f)
+
 
 def _drive(a: argparse.Namespace) -> None:
+    from talkinghead.io.video import check_video_output
+
+    # before the heavy imports: a refused output costs nothing (the pipeline checks it again)
+    a.output = check_video_output(a.output, {"portrait": a.image, "driving video": a.video,
+                                             "audio": a.audio})
     from talkinghead.pipelines.drive import DriveConfig, DrivePipeline
 
     cfg = DriveConfig(fps=a.fps, mode="crop" if a.crop else "full", crop_size=a.size,
                       expression_scale=a.expression_scale, pose_scale=a.pose_scale,
-                      still=a.still, smooth=not a.no_smooth)
+                      still=a.still, smooth=not a.no_smooth, max_size=a.max_size or None)
     out = DrivePipeline(cfg)(a.image, a.video, a.output, audio=a.audio, progress=not a.quiet)
     if not a.quiet:
         secs = sum(out.timings.values())
@@ -27,24 +45,32 @@ def _drive(a: argparse.Namespace) -> None:
 
 def _extract(a: argparse.Namespace) -> None:
     from talkinghead.face.extract import extract_motion
-    from talkinghead.io.atomic import atomic_output, check_writable
+    from talkinghead.io.atomic import check_output
 
-    check_writable(a.output)
+    check_output(a.output, {"video or image": a.input})
     motion = extract_motion(a.input, progress=not a.quiet)
-    with atomic_output(a.output) as tmp:
-        with open(tmp, "wb") as f:  # np.savez would append .npz to a bare path
-            motion.save(f)
+    _save_motion(motion, a.output)
     if not a.quiet:
         print(f"wrote {a.output} ({len(motion)} frames at {motion.fps:g} fps, "
               f"face found in {int(motion.valid.sum())})")
 
 
 def _generate(a: argparse.Namespace) -> None:
+    from talkinghead.io.video import check_video_output
+
+    inputs = {"portrait": a.image, "audio": a.audio, "reference pose video": a.ref_pose,
+              "reference blink video": a.ref_blink}
+    a.output = check_video_output(a.output, inputs)  # before the heavy imports
+    if a.save_motion:
+        from talkinghead.io.atomic import check_output
+
+        check_output(a.save_motion, {**inputs, "output": a.output})
     from talkinghead.motion.generate import MotionControls
     from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
 
     cfg = GenerateConfig(fps=a.fps, mode="crop" if a.crop else "full", crop_size=a.size,
                          motion_model=a.motion_model, expression_scale=a.expression_scale,
+                         max_size=a.max_size or None,
                          pose_scale=a.pose_scale, still=a.still, ref_pose=a.ref_pose,
                          ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
                          dawn_checkpoint=a.dawn_checkpoint, dawn_steps=a.dawn_steps)
@@ -52,7 +78,7 @@ def _generate(a: argparse.Namespace) -> None:
                               blink_rate=a.blink_rate)
     out = GeneratePipeline(cfg)(a.image, a.audio, a.output, controls, progress=not a.quiet)
     if a.save_motion:
-        out.motion.save(a.save_motion)
+        _save_motion(out.motion, a.save_motion)
     if not a.quiet:
         secs = sum(out.timings.values())
         print(f"wrote {out.path} ({out.num_frames} frames at {out.fps:g} fps, {secs:.1f} s)")
@@ -136,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("drive", help="animate a portrait with a driving video's motion")
     d.add_argument("--image", required=True, help="portrait (JPEG/PNG/WebP/BMP/TIFF)")
     d.add_argument("--video", required=True, help="driving video; its audio is kept")
-    d.add_argument("-o", "--output", required=True, help="output .mp4")
+    d.add_argument("-o", "--output", required=True, help=VIDEO_OUT)
+    d.add_argument("--max-size", type=int, default=4096,
+                   help="cap on the output's longer side in px (0: keep the portrait's size)")
     d.add_argument("--audio", help="soundtrack to use instead of the driving video's audio")
     d.add_argument("--expression-scale", type=float, default=1.0)
     d.add_argument("--pose-scale", type=float, default=1.0)
@@ -157,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="animate a portrait from speech audio")
     g.add_argument("--image", required=True, help="portrait (JPEG/PNG/WebP/BMP/TIFF)")
     g.add_argument("--audio", required=True, help="speech (wav/mp3/flac/ogg/m4a, any rate)")
-    g.add_argument("-o", "--output", required=True, help="output .mp4")
+    g.add_argument("-o", "--output", required=True, help=VIDEO_OUT)
+    g.add_argument("--max-size", type=int, default=4096,
+                   help="cap on the output's longer side in px (0: keep the portrait's size)")
     g.add_argument("--motion-model", default="fd2talk", help="fd2talk (default), sadtalker, pbnet")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=10, help="diffusion sampling steps")
@@ -259,7 +289,41 @@ class _OneLine(logging.Formatter):
         return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that partial outputs are removed on the way out."""
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    # a second signal kills at once (the default action), should clean-up itself hang
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. SIGINT / SIGTERM unwind it (atomic outputs remove their partial file)
+    and exit 130 / 143; the previous signal handlers are restored afterwards."""
+    import threading
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup and friends keep theirs
+                previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _main(argv: list[str] | None) -> int:
     from talkinghead.errors import TalkingHeadError
 
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -280,9 +344,6 @@ def main(argv: list[str] | None = None) -> int:
     except NotImplementedError as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
     except Exception as e:  # a bug: still one line unless --debug
         if args.debug:
             raise

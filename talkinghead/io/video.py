@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.errors import InputError, OutputError
-from talkinghead.io.atomic import atomic_output, check_output
+from talkinghead.io.atomic import atomic_output, check_not_input, check_output
 
 log = logging.getLogger("talkinghead")
 
@@ -70,6 +70,7 @@ def check_video_output(path: str | Path, inputs: Mapping[str, str | Path | None]
     when the container cannot hold the soundtrack.
     """
     path = Path(path)
+    check_not_input(path, inputs or {})  # before the extension: the clearer reason to refuse
     if not path.suffix:
         path = path.with_name(path.name + DEFAULT_SUFFIX)
         log.warning("%s has no extension; writing MP4 to %s", path.with_suffix(""), path)

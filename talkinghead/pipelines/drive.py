@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from talkinghead.errors import InputError
+from talkinghead.face.canvas import MAX_SIZE, PROXY_SIDE, Canvas, fit_max_size, scale_to
 from talkinghead.face.crop import MODES, crop_box, crop_image
 from talkinghead.face.extract import extract_video_motion
-from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
-from talkinghead.io.atomic import check_writable
+from talkinghead.face.landmarker import MIN_FACE_PX, FaceLandmarker, analyze_portrait
 from talkinghead.io.audio import check_audio
 from talkinghead.io.image import read_image
-from talkinghead.io.video import video_info, write_video
+from talkinghead.io.video import check_video_output, video_info, write_video
 from talkinghead.motion.filters import smooth_pose, still
 from talkinghead.render.geometric import GeometricRenderer, RenderConfig, SourceState
 from talkinghead.types import FaceAnalysis, Motion
@@ -39,14 +39,25 @@ class DriveConfig:
     smooth: bool = True
     calibrate: bool = True        # fit the rig's jaw/lid response to the face model (~0.2 s)
     render: RenderConfig = field(default_factory=RenderConfig)
+    max_size: int | None = MAX_SIZE  # cap on the full output's longer side (None: keep)
 
 
 @dataclass
 class Portrait:
-    """The source as rendered: (possibly cropped) image and its face."""
+    """The source as rendered: (possibly cropped) image and its face. For a large portrait,
+    `image` is the working crop around the face and `canvas` the full image it goes back into."""
 
     image: np.ndarray
     face: FaceAnalysis
+    canvas: Canvas | None = None
+
+    def paste(self, frames: Iterator[np.ndarray], state: object = None) -> Iterator[np.ndarray]:
+        """Output frames: rendered frames of `image`, pasted back into the canvas if there is
+        one, through the renderer state's region_mask() where it has one."""
+        if self.canvas is None:
+            return frames
+        mask = state.region_mask() if hasattr(state, "region_mask") else None
+        return self.canvas.paste(frames, mask)
 
 
 @dataclass
@@ -60,16 +71,25 @@ class DriveOutput:
 
 
 def load_portrait(path: str | Path, landmarker: FaceLandmarker, mode: str = "full",
-                  crop_size: int = 512) -> Portrait:
-    """Read and analyse a portrait; in crop mode, cut the face crop and analyse that."""
+                  crop_size: int = 512, max_size: int | None = MAX_SIZE) -> Portrait:
+    """Read and analyse a portrait; in crop mode, cut the face crop and analyse that. In full
+    mode the longer side is capped at `max_size`; above PROXY_SIDE px the face is found on a
+    smaller copy, and a working crop around it is analysed and animated (face/canvas.py)."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     image = read_image(path)
-    face = analyze_portrait(image, str(path), landmarker)
+    if mode == "full":
+        image = fit_max_size(image, max_size, str(path))
+    proxy, k = scale_to(image, PROXY_SIDE)
+    face = analyze_portrait(proxy, str(path), landmarker, min_face=MIN_FACE_PX * k)
+    if k == 1.0 and mode == "full":
+        return Portrait(image, face)
+    face = replace(face, landmarks=face.landmarks / k)   # canvas px
     if mode == "crop":
         image = crop_image(image, crop_box(face), crop_size)
-        face = analyze_portrait(image, f"{path} (crop)", landmarker)
-    return Portrait(image, face)
+        return Portrait(image, analyze_portrait(image, f"{path} (crop)", landmarker))
+    canvas, work = Canvas.crop(image, face.bbox)
+    return Portrait(work, analyze_portrait(work, f"{path} (face)", landmarker), canvas)
 
 
 def timed(frames: Iterator[np.ndarray], timings: dict[str, float], key: str = "render"
@@ -118,14 +138,15 @@ class DrivePipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # 1. Check inputs and the output path before any work
-        output = check_writable(output)
         info = video_info(video)
         if audio is not None:
             check_audio(audio)
         soundtrack = audio if audio is not None else (video if info.has_audio else None)
+        output = check_video_output(output, {"portrait": image, "driving video": video,
+                                             "audio": audio}, audio=soundtrack is not None)
         # 2. Analyse the portrait
         with FaceLandmarker() as landmarker:
-            portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size)
+            portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size, cfg.max_size)
             state = self.renderer.prepare(portrait.image, portrait.face)
             if cfg.calibrate:
                 self.renderer.calibrate(state, landmarker)
@@ -136,7 +157,8 @@ class DrivePipeline:
         timings["motion"] = time.perf_counter() - t1
         # 4. Render and encode, streaming (the driving video's audio when it has one)
         t2 = time.perf_counter()
-        frames = render_frames(self.renderer, state, motion, progress, timings)
+        frames = timed(portrait.paste(render_frames(self.renderer, state, motion, progress), state),
+                       timings)
         n = write_video(output, frames, cfg.fps, audio=soundtrack, num_frames=len(motion))
         timings["encode"] = time.perf_counter() - t2 - timings["render"]
         return DriveOutput(Path(output), n, cfg.fps, motion, portrait, timings)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.errors import InputError
+from talkinghead.face.canvas import MAX_SIZE
 from talkinghead.face.landmarker import FaceLandmarker
-from talkinghead.io.atomic import check_writable
 from talkinghead.io.audio import read_audio
-from talkinghead.io.video import write_video
+from talkinghead.io.video import check_video_output, write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MotionControls, get_motion_model
@@ -47,6 +47,7 @@ class GenerateConfig:
     # resting values onto visibly parted lips, because the face model barely reads a slight jaw
     calibrate: tuple[str, ...] = ("eyeBlink",)
     gate: bool = True                # rest the mouth where the audio is quiet (speech_gate)
+    max_size: int | None = MAX_SIZE  # cap on the full output's longer side (None: keep)
     # generated bilabials (mouthPress) seal the lips, also over teeth the portrait shows at rest;
     # `drive` leaves this off (a driving face's own lips already close in its jaw/lip motion)
     render: RenderConfig = field(default_factory=lambda: RenderConfig(seal_gain=2.5))
@@ -141,7 +142,9 @@ class GeneratePipeline:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         # 1. Check inputs and the output path before any work
-        output = check_writable(output)
+        output = check_video_output(output, {"portrait": image, "audio": audio,
+                                             "reference pose video": cfg.ref_pose,
+                                             "reference blink video": cfg.ref_blink}, audio=True)
         for ref in (cfg.ref_pose, cfg.ref_blink):
             if ref and not Path(ref).is_file():
                 raise InputError(f"{ref}: reference video not found")
@@ -149,10 +152,10 @@ class GeneratePipeline:
         # 2. Analyse the portrait (and calibrate the renderer's response to it)
         with FaceLandmarker() as landmarker:
             if self.dawn is not None:       # DAWN crops the face itself and pastes back
-                portrait = load_portrait(image, landmarker, "full", cfg.crop_size)
+                portrait = load_portrait(image, landmarker, "full", cfg.crop_size, cfg.max_size)
                 state = self.dawn.prepare(portrait.image, portrait.face)
             else:
-                portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size)
+                portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size, cfg.max_size)
                 state = self.renderer.prepare(portrait.image, portrait.face)
                 if cfg.calibrate:
                     self.renderer.calibrate(state, landmarker, cfg.calibrate)
@@ -171,6 +174,7 @@ class GeneratePipeline:
             frames = self._dawn_frames(state, clip, features, motion, controls.seed, timings)
         else:
             frames = render_frames(self.renderer, state, motion, progress, timings)
+        frames = portrait.paste(frames, state)
         n = write_video(output, frames, motion.fps, audio=audio, num_frames=len(motion))
         timings["encode"] = time.perf_counter() - t3 - timings["render"]
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
