@@ -73,7 +73,8 @@ def _generate(a: argparse.Namespace) -> None:
                          max_size=a.max_size or None,
                          pose_scale=a.pose_scale, still=a.still, ref_pose=a.ref_pose,
                          ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
-                         dawn_checkpoint=a.dawn_checkpoint, dawn_steps=a.dawn_steps)
+                         dawn_checkpoint=a.dawn_checkpoint, dawn_steps=a.dawn_steps,
+                         sadtalker_checkpoints=a.sadtalker_checkpoints)
     controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
                               blink_rate=a.blink_rate)
     out = GeneratePipeline(cfg)(a.image, a.audio, a.output, controls, progress=not a.quiet)
@@ -155,6 +156,8 @@ def _train_dawn(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from talkinghead.render.base import renderer_names
+
     p = argparse.ArgumentParser(prog="talkinghead", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
@@ -204,10 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-gate", action="store_true",
                    help="do not rest the mouth where the audio is quiet (the model alone)")
     g.add_argument("--save-motion", help="also save the generated Motion (.npz)")
-    g.add_argument("--renderer", default="geometric", choices=("geometric", "dawn"),
-                   help="geometric (default, no training) or dawn (needs --dawn-checkpoint)")
+    g.add_argument("--renderer", default="geometric", choices=renderer_names(),
+                   help="geometric (default, no training), dawn (needs --dawn-checkpoint) or "
+                        "sadtalker (needs --sadtalker-checkpoints)")
     g.add_argument("--dawn-checkpoint", help="DAWN checkpoint directory holding lfg/ and a2v/")
     g.add_argument("--dawn-steps", type=int, default=10, help="DDIM steps of DAWN's A2V-FDM")
+    g.add_argument("--sadtalker-checkpoints", metavar="DIR",
+                   help="SadTalker's released checkpoints folder (SadTalker_V0.0.2_256.safetensors, "
+                        "mapping_00109-model.pth.tar, ...)")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_generate)
 

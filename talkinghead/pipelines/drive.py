@@ -110,11 +110,10 @@ def render_frames(renderer: GeometricRenderer, state: SourceState, motion: Motio
                   progress: bool = True, timings: dict[str, float] | None = None
                   ) -> Iterator[np.ndarray]:
     """Rendered frames, one at a time; time spent rendering accumulates in timings["render"]."""
-    from tqdm import tqdm
+    from talkinghead.render.base import RenderInputs
 
-    steps = tqdm(range(len(motion)), disable=None if progress else True, desc="rendering",
-                 unit="frame", leave=False)
-    return timed((renderer.render(state, motion[t]) for t in steps), {} if timings is None else timings)
+    frames = renderer.frames(state, motion, RenderInputs(progress=progress))
+    return timed(frames, {} if timings is None else timings)
 
 
 class DrivePipeline:

@@ -23,8 +23,9 @@ from talkinghead.io.video import check_video_output, write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MotionControls, get_motion_model
-from talkinghead.pipelines.drive import Portrait, load_portrait, render_frames, timed
-from talkinghead.render.geometric import GeometricRenderer, RenderConfig
+from talkinghead.pipelines.drive import Portrait, load_portrait, timed
+from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
+from talkinghead.render.geometric import RenderConfig
 from talkinghead.types import BS, AudioClip, Motion
 from talkinghead.audio.features import AudioFeatures
 
@@ -51,9 +52,10 @@ class GenerateConfig:
     # generated bilabials (mouthPress) seal the lips, also over teeth the portrait shows at rest;
     # `drive` leaves this off (a driving face's own lips already close in its jaw/lip motion)
     render: RenderConfig = field(default_factory=lambda: RenderConfig(seal_gain=2.5))
-    renderer: str = "geometric"      # or "dawn": a trained LFG + A2V-FDM (dawn_checkpoint)
+    renderer: str = "geometric"      # a name in render.base.renderer_names(): geometric, dawn, sadtalker
     dawn_checkpoint: str | None = None
     dawn_steps: int = 10             # DDIM steps of the A2V-FDM
+    sadtalker_checkpoints: str | None = None  # SadTalker's released checkpoint folder
 
 
 @dataclass
@@ -103,14 +105,10 @@ def apply_references(motion: Motion, ref_pose: str | None, ref_blink: str | None
 class GeneratePipeline:
     def __init__(self, config: GenerateConfig = GenerateConfig()) -> None:
         self.config = config
-        if config.renderer not in ("geometric", "dawn"):
-            raise InputError(f"unknown renderer {config.renderer!r} (geometric or dawn)")
-        self.renderer = GeometricRenderer(config.render)
-        self.dawn = None
-        if config.renderer == "dawn":
-            from talkinghead.render.dawn.renderer import DawnRenderer
-
-            self.dawn = DawnRenderer(config.dawn_checkpoint, config.dawn_steps)
+        self.renderer = get_renderer(config.renderer, RenderOptions(
+            mode=config.mode, crop_size=config.crop_size, calibrate=config.calibrate,
+            geometric=config.render, steps=config.dawn_steps,
+            checkpoints={"dawn": config.dawn_checkpoint, "sadtalker": config.sadtalker_checkpoints}))
         self.motion_model = get_motion_model(config.motion_model)
         self._extractor = None
 
@@ -151,14 +149,9 @@ class GeneratePipeline:
         clip = load_speech(audio)
         # 2. Analyse the portrait (and calibrate the renderer's response to it)
         with FaceLandmarker() as landmarker:
-            if self.dawn is not None:       # DAWN crops the face itself and pastes back
-                portrait = load_portrait(image, landmarker, "full", cfg.crop_size, cfg.max_size)
-                state = self.dawn.prepare(portrait.image, portrait.face)
-            else:
-                portrait = load_portrait(image, landmarker, cfg.mode, cfg.crop_size, cfg.max_size)
-                state = self.renderer.prepare(portrait.image, portrait.face)
-                if cfg.calibrate:
-                    self.renderer.calibrate(state, landmarker, cfg.calibrate)
+            mode = "full" if self.renderer.crops_itself else cfg.mode
+            portrait = load_portrait(image, landmarker, mode, cfg.crop_size, cfg.max_size)
+            state = self.renderer.prepare(portrait.image, portrait.face, landmarker)
         timings["portrait"] = time.perf_counter() - t0
         # 3. Audio features
         t1 = time.perf_counter()
@@ -170,22 +163,9 @@ class GeneratePipeline:
         timings["motion"] = time.perf_counter() - t2
         # 5. Render and encode, streaming, with the speech as the soundtrack
         t3 = time.perf_counter()
-        if self.dawn is not None:
-            frames = self._dawn_frames(state, clip, features, motion, controls.seed, timings)
-        else:
-            frames = render_frames(self.renderer, state, motion, progress, timings)
-        frames = portrait.paste(frames, state)
+        inputs = RenderInputs(clip, cfg.fps, features, controls.seed, progress)
+        frames = timed(portrait.paste(self.renderer.frames(state, motion, inputs), state), timings)
         n = write_video(output, frames, motion.fps, audio=audio, num_frames=len(motion))
         timings["encode"] = time.perf_counter() - t3 - timings["render"]
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
-
-    def _dawn_frames(self, src, clip: AudioClip, features: AudioFeatures, motion: Motion,
-                     seed: int, timings: dict):
-        """DAWN frames, the whole clip's motion sampled in one pass; time goes to "render"."""
-        t = time.perf_counter()
-        audio = self.dawn.features(clip, self.config.fps, len(motion),
-                                   features if features.kind == self.dawn.feature else None)
-        zm = self.dawn.motion_latents(src, audio, motion, seed)
-        timings["render"] = time.perf_counter() - t
-        return timed(self.dawn.frames(src, zm, self.config.mode, self.config.crop_size), timings)
 

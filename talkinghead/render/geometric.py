@@ -17,6 +17,7 @@ frame, so paste-back is seamless by construction.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -110,14 +111,40 @@ def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
 
 
 class GeometricRenderer:
-    """`prepare(image, face)` once, then `render(state, motion_frame)` per frame."""
+    """`prepare(image, face)` once, then `render(state, motion_frame)` per frame (or the
+    renderer interface's `frames`, render/base.py)."""
 
-    def __init__(self, config: RenderConfig = RenderConfig()) -> None:
+    name = "geometric"
+    crops_itself = False      # draws into whatever image it is given (the portrait or its crop)
+
+    def __init__(self, config: RenderConfig = RenderConfig(), calibrate: tuple[str, ...] = ()) -> None:
         self.config = config
+        self.calibrate_channels = calibrate   # fitted in `prepare` when given a landmarker
         self.rig = ExpressionRig(config.rig)
         self.control = np.array(R.WARP_CONTROL)
 
-    def prepare(self, image: np.ndarray, face: FaceAnalysis) -> SourceState:
+    @classmethod
+    def from_options(cls, options) -> "GeometricRenderer":
+        return cls(options.geometric or RenderConfig(), options.calibrate)
+
+    def frames(self, state: SourceState, motion: Motion, inputs) -> Iterator[np.ndarray]:
+        """One full frame per Motion frame (the interface's stream; audio is not used)."""
+        from tqdm import tqdm
+
+        steps = tqdm(range(len(motion)), disable=None if inputs.progress else True,
+                     desc="rendering", unit="frame", leave=False)
+        return (self.render(state, motion[t]) for t in steps)
+
+    def paste(self, state: SourceState, crop: np.ndarray) -> np.ndarray:
+        return crop               # frames are drawn into the full image already
+
+    def prepare(self, image: np.ndarray, face: FaceAnalysis, landmarker=None) -> SourceState:
+        state = self._prepare(image, face)
+        if landmarker is not None and self.calibrate_channels:
+            self.calibrate(state, landmarker, self.calibrate_channels)
+        return state
+
+    def _prepare(self, image: np.ndarray, face: FaceAnalysis) -> SourceState:
         cfg = self.config
         lm = face.landmarks.astype(np.float32)
         h, w = image.shape[:2]

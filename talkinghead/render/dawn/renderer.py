@@ -18,6 +18,7 @@ import torch
 
 from talkinghead.errors import InputError
 from talkinghead.audio.features import AudioFeatures
+from talkinghead.render.base import RenderInputs
 from talkinghead.types import AudioClip, FaceAnalysis, Motion
 
 
@@ -44,7 +45,13 @@ def load_a2v(directory: str | Path):
 
 
 class DawnRenderer:
-    def __init__(self, checkpoint: str | Path | None, steps: int = 10) -> None:
+    """The renderer interface (render/base.py) over a trained LFG + A2V-FDM."""
+
+    name = "dawn"
+    crops_itself = True
+
+    def __init__(self, checkpoint: str | Path | None, steps: int = 10, mode: str = "full",
+                 crop_size: int = 512) -> None:
         from talkinghead.training.dawn_tasks import load_lfg
 
         if not checkpoint:
@@ -56,7 +63,12 @@ class DawnRenderer:
         self.lfg = load_lfg(root / "lfg")
         self.a2v = load_a2v(root / "a2v")
         self.steps = steps
+        self.mode, self.crop_size = mode, crop_size
         self._extractor = None
+
+    @classmethod
+    def from_options(cls, options) -> "DawnRenderer":
+        return cls(options.checkpoint(cls.name), options.steps, options.mode, options.crop_size)
 
     @property
     def feature(self) -> str:
@@ -78,7 +90,7 @@ class DawnRenderer:
         return torch.from_numpy(np.asarray(f, np.float32))[None]
 
     @torch.no_grad()
-    def prepare(self, image: np.ndarray, face: FaceAnalysis) -> DawnSource:
+    def prepare(self, image: np.ndarray, face: FaceAnalysis, landmarker=None) -> DawnSource:
         import torch.nn.functional as F
 
         from talkinghead.data.prepare import FACE_BIT, region_masks
@@ -126,8 +138,18 @@ class DawnRenderer:
         canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad] = alpha * patch + (1 - alpha) * region
         return np.clip(canvas[pad:pad + h, pad:pad + w] + 0.5, 0, 255).astype(np.uint8)
 
+    def frames(self, src: DawnSource, motion: Motion, inputs: RenderInputs) -> Iterator[np.ndarray]:
+        """The interface's stream: the whole clip's motion latents in one DDIM pass (on the first
+        frame asked for), then decoded frame by frame."""
+        if inputs.clip is None:
+            raise InputError("the DAWN renderer is driven by audio; give it the speech")
+        computed = inputs.features if getattr(inputs.features, "kind", None) == self.feature else None
+        audio = self.features(inputs.clip, inputs.fps, len(motion), computed)
+        zm = self.motion_latents(src, audio, motion, inputs.seed)
+        yield from self.decode(src, zm, self.mode, self.crop_size)
+
     @torch.no_grad()
-    def frames(self, src: DawnSource, zm: torch.Tensor, mode: str = "full", crop_size: int = 512,
+    def decode(self, src: DawnSource, zm: torch.Tensor, mode: str = "full", crop_size: int = 512,
                chunk: int = 16) -> Iterator[np.ndarray]:
         """Decode the motion latents frame by frame (in chunks) into output frames."""
         import cv2

@@ -1,0 +1,1 @@
+"""SadTalker (sadtalker.txt): the face render in the official checkpoint layout."""
