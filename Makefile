@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# TTS voices with phone timings (Debian packages) for the speech-motion corpus, and a
 	# headless Chromium to check the evaluation report renders
 	@command -v flite >/dev/null && command -v festival >/dev/null && [ -d /usr/share/sounds/alsa ] && \
-	  command -v chromium-headless-shell >/dev/null || \
+	  command -v chromium-headless-shell >/dev/null && command -v redis-server >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts alsa-utils \
-	    chromium-headless-shell >/dev/null; } || \
-	  echo "warning: flite/festival/chromium missing (sudo apt-get install flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium-headless-shell); corpus and browser tests will be skipped"
+	    chromium-headless-shell redis-server >/dev/null; } || \
+	  echo "warning: flite/festival/chromium missing (sudo apt-get install flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts chromium-headless-shell redis-server); corpus, browser and Redis tests will be skipped"
 	touch $@
 
 demo: $(STAMP)

@@ -24,7 +24,6 @@ from starlette.exceptions import HTTPException
 from talkinghead.errors import InputError
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-SUFFIX = re.compile(r"^\.[a-z0-9]{2,5}$")
 ROLES = ("image", "audio", "video", "ref_pose", "ref_blink")
 
 
@@ -104,9 +103,10 @@ async def _json(send, status: int, message: str) -> None:
 
 
 async def _save(upload, folder: Path, role: str, limit: int) -> str:
-    """Write an upload under a server-chosen name (the role, plus a known-safe suffix)."""
-    suffix = Path(upload.filename or "").suffix.lower()
-    name = role + (suffix if SUFFIX.match(suffix) else "")
+    """Write an upload under a server-chosen name (see options.server_name)."""
+    from talkinghead.serve.options import server_name
+
+    name = server_name(role, upload.filename)
     size = 0
     with open(folder / name, "wb") as f:
         while chunk := await upload.read(1 << 20):
@@ -117,19 +117,6 @@ async def _save(upload, folder: Path, role: str, limit: int) -> str:
     if size == 0:
         raise ApiError(400, f"{role}: empty file")
     return name
-
-
-def check_job(kind: str, folder: Path, inputs: dict[str, str]) -> None:
-    """The pipelines' decode checks on every input (InputError names the role, not the path)."""
-    from talkinghead.pipelines.checks import check_image, check_speech, check_video
-
-    checks = {"image": check_image, "audio": check_speech, "video": check_video,
-              "ref_pose": check_video, "ref_blink": check_video}
-    for role, name in inputs.items():
-        try:
-            checks[role](folder / name)
-        except InputError as e:
-            raise InputError(f"{role}: {str(e).replace(str(folder / name) + ': ', '')}") from None
 
 
 def create_app(settings: Settings | None = None, backend=None):
@@ -210,7 +197,7 @@ def _routes(app, s: Settings, backend) -> None:
                      ref_pose: UploadFile | None = File(None, description="generate: head-motion video"),
                      ref_blink: UploadFile | None = File(None, description="generate: blink video"),
                      options: str | None = Form(None, description="JSON of the CLI's options")):
-        from talkinghead.serve.options import INPUTS, JobSpec, job_kind, parse_options
+        from talkinghead.serve.options import INPUTS, JobSpec, check_job, job_kind, parse_options
 
         uploads = {k: v for k, v in dict(image=image, audio=audio, video=video, ref_pose=ref_pose,
                                           ref_blink=ref_blink).items() if v is not None}
@@ -249,6 +236,8 @@ def _routes(app, s: Settings, backend) -> None:
         if job["status"] != "done":
             raise ApiError(409, f"job is {job['status']}" + (f": {job['error']}" if job["error"] else ""))
         out = await asyncio.to_thread(backend.video, job_id)
+        if out is None:
+            raise ApiError(410, "the video has expired")
         if isinstance(out, bytes):
             return Response(out, media_type="video/mp4")
         return FileResponse(out, media_type="video/mp4", filename=f"{job_id}.mp4")

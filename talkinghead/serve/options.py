@@ -7,7 +7,9 @@ named here: reference videos (`ref_pose`, `ref_blink`) are uploaded as files of 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from talkinghead.errors import InputError
 
 KINDS = ("generate", "drive")
+_SUFFIX = re.compile(r"^\.[a-z0-9]{2,5}$")
 # the uploads each kind takes: (required, optional)
 INPUTS = {"generate": (("image", "audio"), ("ref_pose", "ref_blink")),
           "drive": (("image", "video"), ("audio",))}
@@ -102,3 +105,26 @@ def parse_options(kind: str, raw: dict[str, Any] | str | None) -> dict[str, Any]
 
         check_motion_model(opts["motion_model"])
     return opts
+
+
+def server_name(role: str, given: str | None) -> str:
+    """The name an input gets on disk: its role plus a plain suffix; a client name with a path in
+    it is refused (no client-chosen names, no traversal)."""
+    given = given or ""
+    if any(c in given for c in "/\\\0") or given.startswith(".."):
+        raise InputError(f"{role}: file name {given[:60]!r} has a path in it; send a bare name")
+    suffix = Path(given).suffix.lower()
+    return role + (suffix if _SUFFIX.match(suffix) else "")
+
+
+def check_job(kind: str, folder: Path, inputs: dict[str, str]) -> None:
+    """The pipelines' decode checks on every input (InputError names the role, not the path)."""
+    from talkinghead.pipelines.checks import check_image, check_speech, check_video
+
+    checks = {"image": check_image, "audio": check_speech, "video": check_video,
+              "ref_pose": check_video, "ref_blink": check_video}
+    for role, name in inputs.items():
+        try:
+            checks[role](folder / name)
+        except InputError as e:
+            raise InputError(f"{role}: {str(e).replace(str(folder / name) + ': ', '')}") from None
