@@ -42,9 +42,8 @@ def check_not_input(output: str | Path, inputs: Mapping[str, str | Path | None])
     writing the result can never destroy the only copy of a portrait, speech or video."""
     for role, path in inputs.items():
         if path is not None and str(path) and same_file(output, path):
-            shown = f"{path}" if os.fspath(path) == os.fspath(output) else f"{path}, the same file"
-            raise OutputError(f"{output}: is the input {role} ({shown}); "
-                              "choose another output name")
+            which = "" if os.fspath(path) == os.fspath(output) else f" {path} (the same file)"
+            raise OutputError(f"{output}: is the input {role}{which}; choose another output name")
 
 
 def remove_stale_parts(directory: str | Path, max_age: float = STALE_SECONDS) -> list[Path]:
