@@ -183,3 +183,54 @@ def test_lpips_offline_weights_convert_once_into_the_cache(tmp_path, monkeypatch
     assert trunk == sum(p.numel() for p in alexnet_features().parameters()) == 2_469_696
     path.write_bytes(b"truncated")
     assert offline_path("alex").stat().st_size > 9_000_000          # a bad cache file is remade
+
+
+# --- CPBD ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cpbd_reference():
+    import scipy.ndimage
+
+    if not hasattr(scipy.ndimage, "imread"):      # cpbd 1.0.7 imports it; removed from scipy in 1.2
+        scipy.ndimage.imread = None
+    cpbd = pytest.importorskip("cpbd", reason="cpbd==1.0.7 not installed (pip install '.[dev]')")
+    return cpbd.compute
+
+
+def _gray_crops() -> dict[str, np.ndarray]:
+    from skimage import data
+
+    astronaut = np.round(data.astronaut().astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+    return {"camera": data.camera()[64:320, 128:384], "astronaut": astronaut[:256, 128:384],
+            "coins": data.coins()[:192, :256]}
+
+
+@pytest.mark.slow
+def test_cpbd_matches_the_cpbd_package_on_real_images_at_blur_0_to_3(cpbd_reference):
+    from scipy.ndimage import gaussian_filter
+
+    from talkinghead.evaluation.quality import cpbd
+
+    worst, scores = 0.0, []
+    for name, img in _gray_crops().items():
+        for sigma in (0, 1, 2, 3):
+            x = img if sigma == 0 else np.clip(np.round(gaussian_filter(img.astype(float), sigma)), 0, 255).astype(np.uint8)
+            ours, ref = cpbd(x), cpbd_reference(x)
+            worst = max(worst, abs(ours - ref))
+            scores.append((name, sigma, ours))
+    print("CPBD |ours - cpbd 1.0.7| max:", worst)
+    assert worst < 0.01
+    for name in _gray_crops():                                   # sharper -> higher, not all 0
+        s = [v for n, _, v in scores if n == name]
+        assert s[0] > 0.3 and s[0] > s[1] > s[2] >= s[3], (name, s)
+
+
+def test_cpbd_is_zero_where_the_reference_finds_no_edges(cpbd_reference):
+    from talkinghead.evaluation.quality import cpbd
+
+    flat = np.full((128, 128), 90, np.uint8)
+    small = _gray_crops()["camera"][:48, :48]                     # no whole 64x64 block
+    for x in (flat, small):
+        assert cpbd_reference(x) == 0.0 and cpbd(x) == 0.0
+    rgb = np.repeat(_gray_crops()["camera"][..., None], 3, axis=2)
+    assert cpbd(rgb) == pytest.approx(cpbd(_gray_crops()["camera"]), abs=1e-12)

@@ -354,7 +354,7 @@ def evaluate_video(nets: Nets, cfg: EvalConfig, path: Path, audio: Path | None,
             out[f"csim_{kind}"] = float(np.mean(m.ids[kind])) if m.ids[kind] else float("nan")
     if embeddings:
         out["dlib_distance"] = float(np.mean(m.dlib_dist)) if m.dlib_dist else float("nan")
-    out["cpbd"] = float(np.nanmean(m.sharp)) if m.sharp else float("nan")
+    out["cpbd"] = float(np.mean(m.sharp)) if m.sharp else float("nan")   # 0 (no edges) counts, as the reference
     blinks, ab, mb = _motion(motion, clip, out)
     curves = Curves(info.fps, np.asarray(m.opening, np.float32), viseme, motion.rotation,
                     motion.blink.mean(1), blinks, ab, mb)
