@@ -48,7 +48,19 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
             "created": row["created"], "started": row["started"], "finished": row["finished"]}
 
 
-class LocalBackend:
+class Staging:
+    """Uploads are checked in DATA/tmp/<random> before a backend takes them."""
+
+    data: Path
+
+    def staging(self) -> Path:
+        """A fresh folder for an upload being checked; submit() takes it, or the caller removes it."""
+        path = self.data / "tmp" / uuid.uuid4().hex
+        path.mkdir()
+        return path
+
+
+class LocalBackend(Staging):
     """SQLite job store + N worker threads, each with its own runner process."""
 
     def __init__(self, data: str | Path, workers: int = 1, job_timeout: float = 600.0,
@@ -76,12 +88,6 @@ class LocalBackend:
 
     def folder(self, job_id: str) -> Path:
         return self.data / "jobs" / job_id
-
-    def staging(self) -> Path:
-        """A fresh folder for an upload being checked; submit() moves it, or the caller removes it."""
-        path = self.data / "tmp" / uuid.uuid4().hex
-        path.mkdir()
-        return path
 
     def submit(self, spec: JobSpec, staged: Path) -> str:
         job_id = uuid.uuid4().hex

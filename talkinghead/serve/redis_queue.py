@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from talkinghead.serve.executor import Executor, JobFailed
-from talkinghead.serve.local import OUTPUT, public, run_job
+from talkinghead.serve.local import OUTPUT, Staging, public, run_job
 from talkinghead.serve.options import JobSpec
 
 QUEUE = "talkinghead"
@@ -41,7 +41,7 @@ def _blob(job_id: str, name: str) -> str:
     return f"{PREFIX}:blob:{job_id}:{name}"
 
 
-class RedisBackend:
+class RedisBackend(Staging):
     def __init__(self, url: str, data: str | Path, job_timeout: float = 600.0,
                  retention: float = 86400.0) -> None:
         from rq import Queue
@@ -56,11 +56,6 @@ class RedisBackend:
 
     def stop(self) -> None:
         self.redis.close()
-
-    def staging(self) -> Path:
-        path = self.data / "tmp" / uuid.uuid4().hex
-        path.mkdir()
-        return path
 
     def submit(self, spec: JobSpec, staged: Path) -> str:
         job_id = uuid.uuid4().hex
