@@ -96,7 +96,7 @@ def test_beat_align_score_known_values():
     # motion beats are the minima of head speed: a yaw swinging with period 20 frames
     t = np.arange(200)
     rotation = np.stack([10 * np.sin(2 * np.pi * t / 20), 0 * t, 0 * t], 1)
-    mb = beat_align.motion_beats(rotation, smooth=1.0)
+    mb = beat_align.motion_beats(rotation, fps=25.0, smooth_s=1 / 25)
     assert np.all(np.abs(np.diff(mb) - 10) <= 1)          # speed is lowest at every turning point
 
 

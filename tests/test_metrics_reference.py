@@ -234,3 +234,147 @@ def test_cpbd_is_zero_where_the_reference_finds_no_edges(cpbd_reference):
         assert cpbd_reference(x) == 0.0 and cpbd(x) == 0.0
     rgb = np.repeat(_gray_crops()["camera"][..., None], 3, axis=2)
     assert cpbd(rgb) == pytest.approx(cpbd(_gray_crops()["camera"]), abs=1e-12)
+
+
+# --- ArcFace alignment -----------------------------------------------------------------------
+
+def test_arcface_alignment_is_the_least_squares_similarity_of_all_five_points():
+    from skimage.transform import SimilarityTransform
+
+    from talkinghead.evaluation.nets.arcface import ARCFACE_TEMPLATE, similarity_fit
+
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(20):
+        angle, scale = rng.uniform(-0.6, 0.6), rng.uniform(0.3, 3.0)
+        rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        pts = (ARCFACE_TEMPLATE - 56) @ rot.T + rng.uniform(100, 400, 2)
+        pts = pts + rng.normal(0, 4, pts.shape)                      # noisy landmarks
+        pts[3:] += rng.normal(0, 6, (2, 2))                           # and a wide-open mouth
+        dst = ARCFACE_TEMPLATE.astype(np.float64)
+        if hasattr(SimilarityTransform, "from_estimate"):              # scikit-image >= 0.26
+            ref = SimilarityTransform.from_estimate(pts, dst)
+        else:
+            ref = SimilarityTransform()
+            assert ref.estimate(pts, dst)
+        ours = similarity_fit(pts, ARCFACE_TEMPLATE)
+        worst = max(worst, np.abs(pts @ ours[:, :2].T + ours[:, 2] - ref(pts)).max())
+    print("alignment |ours - least squares| max (px):", worst)
+    assert worst < 1e-4
+
+
+# --- Beat Align Score ------------------------------------------------------------------------
+
+def _bailando_ba(rotation: np.ndarray, music_beats: np.ndarray) -> float:
+    """Bailando's definition (utils/beat_align_score.py: calc_db, BA) on a head-pose track:
+    speed minima after a Gaussian of 5 frames, exp(-min d^2 / 2 / 9) averaged over music beats."""
+    from scipy.ndimage import gaussian_filter
+    from scipy.signal import argrelextrema
+
+    vel = np.sqrt(((rotation[1:] - rotation[:-1]) ** 2).sum(1))
+    beats = argrelextrema(gaussian_filter(vel, 5), np.less)
+    return float(np.mean([np.exp(-np.min((beats[0] - b) ** 2) / 2 / 9) for b in music_beats]))
+
+
+def test_beat_align_equals_bailandos_definition_at_25_fps_and_counts_in_seconds():
+    from talkinghead.evaluation.beat_align import beat_align_score, motion_beats
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        t = int(rng.integers(80, 300))
+        rotation = np.cumsum(rng.normal(0, 1, (t, 3)), 0)             # (T, 3) random-walk pose
+        audio = np.sort(rng.choice(t, int(rng.integers(3, 15)), replace=False))
+        ours = beat_align_score(audio, motion_beats(rotation, fps=25.0), fps=25.0)
+        assert ours == pytest.approx(_bailando_ba(rotation, audio), abs=1e-12)
+    beats = np.array([10, 40, 80])
+    assert beat_align_score(beats, beats + 3, fps=25.0) == pytest.approx(np.exp(-0.5))   # 3 frames = sigma
+    assert beat_align_score(2 * beats, 2 * beats + 6, fps=50.0) == pytest.approx(np.exp(-0.5))
+    assert beat_align_score(beats, beats + 3, fps=60.0, sigma_s=0.05) == pytest.approx(np.exp(-0.5))
+
+
+# --- LSE: the face-box track -----------------------------------------------------------------
+
+class _RecordingSyncNet:
+    """Stands in for SyncNet's lip tower (its weights cannot be had here) to collect the crops."""
+
+    def __init__(self) -> None:
+        self.clips: list[torch.Tensor] = []
+
+    def forward_lip(self, clips: torch.Tensor) -> torch.Tensor:
+        self.clips.append(clips)                                      # (B, 3, 5, 224, 224)
+        return torch.zeros(len(clips), 1024)
+
+
+def _syncnet_python_crops(frames, boxes, cs: float = 0.4) -> list[np.ndarray]:
+    """syncnet_python's crop_video on one track: medfilt(13) of half-size and centre, np.pad by
+    bsi with 110, slice, resize to 224 (frames here are BGR already, as its cv2.imread)."""
+    import cv2
+    from scipy import signal
+
+    s = signal.medfilt([max(b[3] - b[1], b[2] - b[0]) / 2 for b in boxes], kernel_size=13)
+    y = signal.medfilt([(b[1] + b[3]) / 2 for b in boxes], kernel_size=13)
+    x = signal.medfilt([(b[0] + b[2]) / 2 for b in boxes], kernel_size=13)
+    out = []
+    for i, image in enumerate(frames):
+        bs, bsi = s[i], int(s[i] * (1 + 2 * cs))
+        frame = np.pad(image, ((bsi, bsi), (bsi, bsi), (0, 0)), "constant", constant_values=(110, 110))
+        my, mx = y[i] + bsi, x[i] + bsi
+        face = frame[int(my - bs):int(my + bs * (1 + 2 * cs)), int(mx - bs * (1 + cs)):int(mx + bs * (1 + cs))]
+        out.append(cv2.resize(face, (224, 224)))
+    return out
+
+
+def test_lse_face_track_is_median_filtered_over_13_frames_as_syncnet_python(carphone_path):
+    from types import SimpleNamespace
+
+    from talkinghead.evaluation.lse import SyncScorer
+    from talkinghead.io.video import iter_frames
+
+    frames = [f for _, f in zip(range(40), iter_frames(carphone_path))]
+    rng = np.random.default_rng(0)
+    boxes = [(50 + rng.normal(0, 4), 30 + rng.normal(0, 4), 120 + rng.normal(0, 4), 110 + rng.normal(0, 4))
+             for _ in frames]                                          # a jittery detector
+    faces = [None] * 3 + [SimpleNamespace(bbox=b) for b in boxes[3:]]
+    faces[20] = None                                                   # a lost face holds the box
+    net = _RecordingSyncNet()
+    scorer = SyncScorer(net, batch=8)
+    for f, face in zip(frames, faces):
+        scorer.add(f, face)
+    scorer.flush()                                                    # the track's end, as score() does
+    clips = torch.cat(net.clips)                                      # (N - 4, 3, 5, 224, 224)
+    assert len(clips) == len(frames) - 4
+    crops = [c[:, 0] for c in clips] + [clips[-1][:, k] for k in range(1, 5)]
+    ours = [c.permute(1, 2, 0).numpy().astype(np.uint8) for c in crops]
+    track = boxes[3:]
+    track[20 - 3] = track[19 - 3]
+    ref = _syncnet_python_crops([f[:, :, ::-1] for f in frames[3:]], track)
+    assert all((o == 110).all() for o in ours[:3])                    # before the first face
+    diffs = [np.abs(o.astype(int) - r.astype(int)).max() for o, r in zip(ours[3:], ref)]
+    assert max(diffs) == 0, diffs
+
+
+# --- Frechet distance and the FVD frame resize ---------------------------------------------
+
+def test_frechet_distance_equals_pytorch_fid_and_raises_where_it_does():
+    from talkinghead.evaluation.quality import FrechetError, frechet_distance
+
+    ref = np.load(FIXTURES / "frechet.npz")
+    for k in range(5):
+        a, b, value = ref[f"a{k}"], ref[f"b{k}"], float(ref[f"ref{k}"])
+        if np.isnan(value):                                           # pytorch-fid raised here
+            with pytest.raises(FrechetError, match="imaginary component"):
+                frechet_distance(a, b)
+        else:
+            assert frechet_distance(a, b) == value                    # bit for bit
+
+
+def test_fvd_frames_are_resized_bilinearly_with_half_pixel_centres():
+    from talkinghead.evaluation.runner import Nets
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (448, 448, 3)).astype(np.uint8)
+    ours = Nets.i3d_frame(frame)
+    # halving with half-pixel centres samples midway between pixels: the 2x2 block means
+    blocks = frame.astype(np.float64).reshape(224, 2, 224, 2, 3).mean((1, 3)) / 127.5 - 1
+    assert ours.shape == (224, 224, 3)
+    np.testing.assert_allclose(ours, blocks, atol=1e-5)

@@ -1,11 +1,19 @@
 """Beat Align Score (Li et al., "AI Choreographer" / Siyao et al., "Bailando", CVPR 2022), used
-for head motion by FD2Talk and DAWN: how well the audio's beats are met by motion beats.
+for head motion by SadTalker, FD2Talk and DAWN: how well the audio's beats are met by motion beats.
 
-* audio beats: speech onsets, peaks of the spectral-flux onset envelope of a log-mel spectrogram;
+* audio beats: speech onsets, peaks of the spectral-flux onset envelope of a log-mel spectrogram
+  (Bailando reads music beats from librosa; speech has none, so onsets stand in);
 * motion beats: local minima of the head's kinematic speed (frame-to-frame change of yaw, pitch,
-  roll in degrees), Gaussian-smoothed (sigma 5 frames), as Bailando's evaluation does;
-* BAS = mean over audio beats of exp(-d^2 / (2 sigma^2)), d the distance in frames to the nearest
-  motion beat, sigma = 3 frames (Bailando's published evaluation).
+  roll in degrees), Gaussian-smoothed, as Bailando's `calc_db`: the minima are indices into the
+  speed series (speed[i] is the change from frame i to i+1), compared with frame indices as they are;
+* BAS = mean over audio beats of exp(-d^2 / (2 sigma^2)), d the distance to the nearest motion
+  beat (Bailando's `BA`).
+
+Units. Bailando counts sigma (3) and the smoothing (5) in frames of its 60 fps AIST++ data; the
+talking-head papers ran that code on 25 fps video, i.e. sigma 0.12 s and smoothing 0.2 s. Both
+are taken here in seconds with those 25-fps values as defaults, so a video scores the same at any
+frame rate, and at 25 fps the score equals Bailando's code applied to the frames (pass
+sigma_s=0.05, smooth_s=5/60 for Bailando's own 60-fps timing).
 """
 
 from __future__ import annotations
@@ -38,21 +46,29 @@ def audio_beats(clip: AudioClip, fps: float = 25.0, min_gap_s: float = 0.2) -> n
     return peaks
 
 
-def motion_beats(rotation: np.ndarray, smooth: float = 5.0) -> np.ndarray:
-    """Frame indices of local minima of head speed ((T, 3) yaw/pitch/roll in degrees)."""
+SIGMA_S = 3 / 25.0          # Bailando's sigma of 3 frames, at the 25 fps of the talking-head papers
+SMOOTH_S = 5 / 25.0         # Bailando's Gaussian smoothing of the speed, 5 frames at 25 fps
+
+
+def motion_beats(rotation: np.ndarray, fps: float = 25.0, smooth_s: float = SMOOTH_S) -> np.ndarray:
+    """Indices (into the (T - 1,) speed series) of the local minima of smoothed head speed;
+    rotation: (T, 3) yaw/pitch/roll in degrees."""
     from scipy.ndimage import gaussian_filter1d
     from scipy.signal import argrelextrema
 
-    speed = np.linalg.norm(np.diff(np.asarray(rotation, np.float64), axis=0), axis=1)
+    speed = np.linalg.norm(np.diff(np.asarray(rotation, np.float64), axis=0), axis=1)   # (T - 1,)
     if speed.size < 3:
         return np.zeros(0, int)
-    return argrelextrema(gaussian_filter1d(speed, smooth), np.less)[0] + 1
+    return argrelextrema(gaussian_filter1d(speed, smooth_s * fps), np.less)[0]
 
 
-def beat_align_score(audio: np.ndarray, motion: np.ndarray, sigma: float = 3.0) -> float:
-    """Mean over audio beats of exp(-(distance to the nearest motion beat)^2 / (2 sigma^2))."""
+def beat_align_score(audio: np.ndarray, motion: np.ndarray, fps: float = 25.0,
+                     sigma_s: float = SIGMA_S) -> float:
+    """Mean over audio beats of exp(-(distance to the nearest motion beat)^2 / (2 sigma^2)),
+    beats given as frame indices at `fps`, sigma in seconds."""
     audio, motion = np.asarray(audio, float), np.asarray(motion, float)
     if audio.size == 0 or motion.size == 0:
         return float("nan")
     d = np.abs(audio[:, None] - motion[None, :]).min(1)
+    sigma = sigma_s * fps
     return float(np.mean(np.exp(-d ** 2 / (2 * sigma ** 2))))

@@ -127,8 +127,15 @@ def cpbd(image: np.ndarray, block: int = 64, edge_share: float = 0.002, beta: fl
     return float(counts[:64].sum() / total) if total else 0.0
 
 
+class FrechetError(ValueError):
+    """The matrix square root came out with a large imaginary part (pytorch-fid raises too)."""
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of two (N, D) feature sets."""
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of two (N, D) feature sets, as
+    pytorch-fid's `calculate_frechet_distance`: eps 1e-6 on the diagonals when the root is not
+    finite; a root whose diagonal has an imaginary part above 1e-3 raises FrechetError, a smaller
+    one is dropped. One difference on purpose: a tiny negative result (rounding) reads 0."""
     from scipy import linalg
 
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -139,8 +146,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     with warnings.catch_warnings():       # singular with fewer samples than dimensions
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         root = linalg.sqrtm(sa @ sb)
-    if not np.isfinite(root).all():       # near-singular (few samples): regularise as pytorch-fid
-        eps = np.eye(len(sa)) * 1e-6
-        root = linalg.sqrtm((sa + eps) @ (sb + eps))
-    value = mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(np.real(root))
+        if not np.isfinite(root).all():   # near-singular (few samples): regularise as pytorch-fid
+            eps = np.eye(len(sa)) * 1e-6
+            root = linalg.sqrtm((sa + eps) @ (sb + eps))
+    if np.iscomplexobj(root):
+        if not np.allclose(np.diagonal(root).imag, 0, atol=1e-3):
+            raise FrechetError(f"imaginary component {np.max(np.abs(root.imag)):.3g} in the covariance "
+                               "square root (too few samples for the feature size?)")
+        root = root.real
+    value = mu @ mu + np.trace(sa) + np.trace(sb) - 2 * np.trace(root)
     return float(max(value, 0.0))

@@ -208,16 +208,21 @@ class Nets:
 
     @staticmethod
     def i3d_frame(frame: np.ndarray) -> np.ndarray:
-        import cv2
+        """(224, 224, 3) float32 in [-1, 1]: bilinear, half-pixel centres, no antialiasing, as the
+        PyTorch FVD's `preprocess` (VideoGPT: F.interpolate(..., 'bilinear', align_corners=False))."""
+        import torch
+        import torch.nn.functional as F
 
-        return cv2.resize(frame, (224, 224), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=False)
+        return x[0].permute(1, 2, 0).numpy()                 # (1, 3, 224, 224) -> (224, 224, 3)
 
     def i3d_features(self, frames: list[np.ndarray]) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            x = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-            return self.i3d(x)[0].numpy()                  # (1, 3, T, 224, 224) -> (400,)
+            x = torch.from_numpy(np.stack(frames)).permute(3, 0, 1, 2)[None]    # (1, 3, T, 224, 224)
+            return self.i3d(x)[0].numpy()                                         # (400,)
 
     def lpips_distance(self, a: np.ndarray, b: np.ndarray) -> float:
         import torch
@@ -291,11 +296,11 @@ def _motion(motion: Motion, clip: AudioClip | None, out: dict[str, Value]) -> tu
     from talkinghead.evaluation.motion_stats import detect_blinks, motion_stats
 
     st = motion_stats(motion)
-    mb = motion_beats(motion.rotation)
+    mb = motion_beats(motion.rotation, motion.fps)
     ab = audio_beats(clip, motion.fps) if clip is not None else np.zeros(0, int)
     out.update(blink_count=st.blinks, blinks_per_second=st.blinks_per_second,
                pose_std_deg=st.pose_std_deg,
-               beat_align=beat_align_score(ab, mb) if clip is not None else needs("audio (--audio)"))
+               beat_align=beat_align_score(ab, mb, motion.fps) if clip is not None else needs("audio (--audio)"))
     return detect_blinks(motion.blink.mean(1), motion.fps), ab, mb
 
 
@@ -367,7 +372,6 @@ def evaluate(generated: list[Path], cfg: EvalConfig = EvalConfig(), references: 
     """Score `generated` videos; see the module docstring."""
     from tqdm import tqdm
 
-    from talkinghead.evaluation.quality import frechet_distance
     from talkinghead.io.image import read_image
 
     nets = Nets(cfg)
@@ -399,11 +403,21 @@ def evaluate(generated: list[Path], cfg: EvalConfig = EvalConfig(), references: 
             ("fvd16", nets.i3d, "--i3d-weights PATH", gen_sets.fvd[16], ref_sets.fvd[16]),
             ("fvd32", nets.i3d, "--i3d-weights PATH", gen_sets.fvd[32], ref_sets.fvd[32])):
         dataset[key] = (needs("--reference DIR") if not has_ref else needs(flag) if net is None
-                        else frechet_distance(np.stack(a), np.stack(b)) if len(a) > 1 and len(b) > 1
+                        else _frechet(np.stack(a), np.stack(b)) if len(a) > 1 and len(b) > 1
                         else "not computed: too few frames")
-    dataset["efid"] = (frechet_distance(np.concatenate(gen_shapes), np.concatenate(ref_shapes))
+    dataset["efid"] = (_frechet(np.concatenate(gen_shapes), np.concatenate(ref_shapes))
                        if has_ref else needs("--reference DIR"))
     return EvalResult(results, dataset, summarize(results), _config_dict(cfg, source))
+
+
+def _frechet(a: np.ndarray, b: np.ndarray) -> Value:
+    """The Frechet distance, or why it was not computed (pytorch-fid's imaginary-part check)."""
+    from talkinghead.evaluation.quality import FrechetError, frechet_distance
+
+    try:
+        return frechet_distance(a, b)
+    except FrechetError as e:
+        return f"not computed: {e}"
 
 
 def summarize(results: list[VideoResult]) -> dict[str, Value]:

@@ -71,11 +71,27 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     return pts
 
 
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(2, 3) least-squares similarity (rotation, uniform scale, translation) taking the (N, 2)
+    points `src` onto `dst`: Umeyama (IEEE TPAMI 1991), as skimage's SimilarityTransform.estimate
+    that insightface's `norm_crop` uses. All points count; none is dropped as an outlier."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    cov = d.T @ s / len(src)                                # (2, 2)
+    u, sv, vt = np.linalg.svd(cov)
+    sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ sign @ vt
+    scale = float(np.trace(np.diag(sv) @ sign)) / float((s ** 2).sum(1).mean())
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
-    """(size, size, 3) uint8 face chip, similarity-aligned to the ArcFace template."""
+    """(size, size, 3) uint8 face chip, similarity-aligned to the ArcFace template by least
+    squares over the five points (insightface `face_align.norm_crop`)."""
     import cv2
 
-    matrix, _ = cv2.estimateAffinePartial2D(five_points(landmarks), ARCFACE_TEMPLATE * size / 112.0)
+    matrix = similarity_fit(five_points(landmarks), ARCFACE_TEMPLATE * size / 112.0)
     return cv2.warpAffine(image, matrix, (size, size), borderValue=0)
 
 
