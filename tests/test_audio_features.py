@@ -96,11 +96,14 @@ def test_whisper_base_real_weights(whisper, speech_path):
     clip = read_audio(speech_path)
     f = whisper(clip, 25)
     assert f.values.shape == (100, 512) and np.isfinite(f.values).all()
-    # the cut positional table is the model's own computation for a full 30 s window
+    # the plain-torch encoder (and its cut positional table) is transformers' WhisperEncoder's
+    # own computation for a full 30 s window, with the same weights
     x = np.tile(clip.mono(), 8)[:480000]
+    reference = build_encoder()
+    reference.load_state_dict(whisper.model.state_dict(), strict=True)
     with torch.no_grad():
         mel = whisper_mel(x)[None]
-        assert torch.allclose(encode_window(whisper.model, mel), whisper.model(mel).last_hidden_state,
+        assert torch.allclose(encode_window(whisper.model, mel), reference(mel).last_hidden_state,
                               atol=1e-5)
     # speech and silence give different features; a repeat gives the same
     silent = whisper(AudioClip(np.zeros((1, 64000), np.float32), 16000), 25).values

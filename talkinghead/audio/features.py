@@ -48,12 +48,27 @@ def num_frames(num_samples: int, fps: float, sample_rate: int = SAMPLE_RATE) -> 
     return max(1, int(np.ceil(num_samples / sample_rate * fps - 1e-6)))
 
 
-def _mel_filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    from transformers.audio_utils import mel_filter_bank
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, np.float64)
+    return np.where(f < 1000.0, 3.0 * f / 200.0, 15.0 + np.log(np.maximum(f, 1e-9) / 1000.0) * 27.0 / np.log(6.4))
 
-    return mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels,
-                           min_frequency=fmin, max_frequency=fmax, sampling_rate=SAMPLE_RATE,
-                           norm="slaney", mel_scale="slaney").astype(np.float32)
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    return np.where(m < 15.0, 200.0 * m / 3.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)))
+
+
+def _mel_filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """(n_fft/2 + 1, n_mels) triangular Slaney-normalised filters on the Slaney mel scale
+    (librosa's and transformers' mel_filter_bank(norm="slaney", mel_scale="slaney"), without
+    importing transformers)."""
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))  # (M + 2,)
+    fft = np.linspace(0, SAMPLE_RATE // 2, n_fft // 2 + 1)
+    slopes = edges[None, :] - fft[:, None]                                          # (F, M + 2)
+    width = np.diff(edges)
+    down, up = -slopes[:, :-2] / width[:-1], slopes[:, 2:] / width[1:]
+    filters = np.maximum(0.0, np.minimum(down, up))
+    return (filters * (2.0 / (edges[2:] - edges[:-2]))[None]).astype(np.float32)
 
 
 @lru_cache(maxsize=4)

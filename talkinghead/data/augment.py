@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import fftconvolve, resample_poly
 
 
 def change_speed(samples: np.ndarray, factor: float) -> np.ndarray:
     """Play `factor` times faster (pitch moves with it, as a tape would)."""
+    from scipy.signal import resample_poly  # scipy.signal: 1.5 s of import; here only
+
     up = 100
     down = int(round(up * factor))
     return resample_poly(samples, up, down).astype(np.float32)
@@ -28,6 +29,8 @@ def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator,
 def add_reverb(samples: np.ndarray, rt60: float, wet: float, rng: np.random.Generator,
                sample_rate: int = 16000) -> np.ndarray:
     """Convolve with a synthetic room impulse response (decaying noise with a given RT60)."""
+    from scipy.signal import fftconvolve
+
     n = int(rt60 * sample_rate)
     t = np.arange(n) / sample_rate
     rir = rng.normal(0, 1, n) * np.exp(-6.9 * t / rt60)

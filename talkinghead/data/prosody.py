@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import find_peaks
 
 from talkinghead.data.tts import Phone
 
@@ -60,6 +59,8 @@ def pitch_energy(samples: np.ndarray, num_frames: int, fps: float = 25.0,
 
 def accents(f0: np.ndarray, energy: np.ndarray, fps: float = 25.0) -> tuple[np.ndarray, np.ndarray]:
     """Frames of pitch/energy accents and their prominence in [0, 1]."""
+    from scipy.signal import find_peaks  # scipy.signal: 1.5 s of import; here only
+
     voiced = f0 > 0
     if voiced.sum() < 3:
         return np.zeros(0, int), np.zeros(0)

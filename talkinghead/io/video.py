@@ -5,6 +5,8 @@ the output's extension: .mp4/.mov (H.264 + AAC), .mkv/.webm (VP9 + Opus), .gif a
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -162,10 +164,121 @@ class _Pal8:
         return np.asarray(q), self.argb
 
 
+# superfast vs veryfast on the sample: PSNR 40.3 vs 38.6 dB (the floor is 38), 0.93x the CPU,
+# 3.3x the bytes (bench/bench_speed.py measures it)
+X264_PRESET = "superfast"
+PREFETCH = 4          # frames rendered ahead of the encoder
+# BT.601 limited range (what swscale does by default; the stream is tagged so): rows Y, U, V
+_RGB_TO_YUV = np.array([[65.481, 128.553, 24.966, 16 * 255.0],
+                        [-37.797, -74.203, 112.0, 128 * 255.0],
+                        [112.0, -93.786, -18.214, 128 * 255.0]], np.float32) / 255.0
+
+
+class _Yuv420:
+    """RGB frames -> one reused yuv420p buffer, converting only the rectangle that changed since
+    the previous frame (a talking head changes a face-sized box; the rest is converted once).
+    Chroma is the 2x2 box average (42.3 dB round trip on the sample vs swscale's 42.0)."""
+
+    def __init__(self) -> None:
+        self.prev: np.ndarray | None = None
+
+    def _convert(self, rgb: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> None:
+        import cv2
+
+        sub = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        self.y[y0:y1, x0:x1] = cv2.transform(sub, _RGB_TO_YUV[:1]).reshape(y1 - y0, x1 - x0)
+        half = cv2.resize(sub, ((x1 - x0) // 2, (y1 - y0) // 2), interpolation=cv2.INTER_AREA)
+        uv = cv2.transform(half, _RGB_TO_YUV[1:])                     # (h/2, w/2, 2)
+        self.u[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = uv[..., 0]
+        self.v[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = uv[..., 1]
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 with even sides -> (3H/2, W) uint8 planes Y, U, V (a reused buffer)."""
+        import cv2
+
+        h, w = rgb.shape[:2]
+        if self.prev is None or self.prev.shape != rgb.shape:
+            flat = np.empty(h * w * 3 // 2, np.uint8)
+            self.planes = flat.reshape(h * 3 // 2, w)
+            self.y = flat[:h * w].reshape(h, w)
+            self.u = flat[h * w:h * w * 5 // 4].reshape(h // 2, w // 2)
+            self.v = flat[h * w * 5 // 4:].reshape(h // 2, w // 2)
+            self.prev = rgb.copy()
+            self._convert(rgb, 0, h, 0, w)
+            return self.planes
+        diff = cv2.absdiff(rgb, self.prev).reshape(h, w * 3)
+        x, y, bw, bh = cv2.boundingRect(diff)  # of the non-zero bytes; (0, 0, 0, 0) if none
+        if bw and bh:
+            x0, x1 = (x // 3) & ~1, min(w, (-(-(x + bw) // 3) + 1) & ~1)
+            y0, y1 = y & ~1, min(h, (y + bh + 1) & ~1)
+            self.prev[y0:y1, x0:x1] = rgb[y0:y1, x0:x1]
+            self._convert(rgb, y0, y1, x0, x1)
+        return self.planes
+
+
+class _Producer:
+    """Iterates `frames` in a background thread, up to `depth` frames ahead, so frames are
+    rendered while earlier ones encode (numpy, OpenCV and the encoder release the GIL).
+    Each frame is copied as it is taken (a producer may reuse its buffer, as it could when
+    nothing ran ahead). An exception in the producer is raised in the consumer; close() stops
+    and joins it."""
+
+    _DONE = object()
+
+    def __init__(self, frames: Iterable[np.ndarray], depth: int = PREFETCH) -> None:
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(frames,), daemon=True,
+                                       name="talkinghead-frames")
+        self.thread.start()
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, frames: Iterable[np.ndarray]) -> None:
+        it = iter(frames)
+        try:
+            for frame in it:
+                if not self._put(np.array(frame, dtype=np.uint8, order="C")):
+                    break
+            else:
+                self._put(self._DONE)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._put(e)
+        finally:
+            if hasattr(it, "close"):
+                it.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            item = self.queue.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _tag_bt601(vstream) -> None:
+    """Say in the stream what the conversion did (players otherwise guess BT.709 for HD)."""
+    cc = vstream.codec_context
+    cc.colorspace, cc.color_range = 6, 1  # AVCOL_SPC_SMPTE170M, AVCOL_RANGE_MPEG
+
+
 def _video_options(spec: Container, crf: int) -> dict[str, str]:
     """Encoder settings: x264's CRF; VP9 in constant quality at real-time speed."""
     if spec.video == "libx264":
-        return {"crf": str(crf), "preset": "veryfast"}
+        return {"crf": str(crf), "preset": X264_PRESET}
     if spec.video == "libvpx-vp9":
         return {"crf": str(crf + 12), "b": "0", "deadline": "realtime", "cpu-used": "8",
                 "row-mt": "1"}
@@ -225,25 +338,30 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
     container that `path`'s extension names (output_container; none: MP4). A container without
     sound (GIF, WebP) leaves the audio out.
 
-    Frames are consumed one at a time; the file appears at `path` only when complete.
+    Frames are consumed one at a time, produced in a background thread (up to PREFETCH ahead)
+    while earlier ones encode; numpy's BLAS runs single-threaded meanwhile, so the two share
+    the cores instead of fighting over them. The file appears at `path` only when complete.
     Returns the number of frames written.
     """
     import av
+    from threadpoolctl import threadpool_limits
 
     spec = output_container(path)
     rate = Fraction(fps).limit_denominator(1001)
     pal8 = _Pal8() if spec.pix_fmt == "pal8" else None
+    yuv = _Yuv420() if spec.pix_fmt == "yuv420p" else None
     written = 0
-    with atomic_output(path) as tmp:
+    with atomic_output(path) as tmp, threadpool_limits(1, user_api="blas"):
         try:
             container = av.open(str(tmp), mode="w", format=spec.format,
                                 options=dict(spec.muxer_options))
         except av.error.FFmpegError as e:
             raise OutputError(f"{path}: cannot write ({e})") from None
+        source = _Producer(frames)
         try:
             vstream = None
             track = None
-            for frame in frames:
+            for frame in source:
                 frame = np.ascontiguousarray(frame, dtype=np.uint8)
                 frame = _even(frame) if spec.pix_fmt.startswith("yuv420") else frame
                 if vstream is None:
@@ -251,11 +369,15 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
                     vstream.height, vstream.width = frame.shape[:2]
                     vstream.pix_fmt = spec.pix_fmt
                     vstream.options = _video_options(spec, crf)
+                    if yuv is not None:
+                        _tag_bt601(vstream)
                     if audio is not None and spec.audio is not None:
                         max_s = (num_frames / float(rate)) if num_frames else 1e9
                         track = _AudioTrack(container, audio, max_s, spec)
                 if pal8 is not None:
                     vf = av.VideoFrame.from_ndarray(pal8(frame), format="pal8")
+                elif yuv is not None:
+                    vf = av.VideoFrame.from_ndarray(yuv(frame), format="yuv420p")
                 else:
                     vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
                 vf.pts = written
@@ -273,5 +395,6 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.
                 track.write_until(written / float(rate))
                 track.close()
         finally:
+            source.close()
             container.close()
     return written

@@ -295,12 +295,17 @@ class GeometricRenderer:
         dest = np.concatenate([mesh[self.control, :2], ring, state.ring_fixed])
         src = np.concatenate([state.landmarks[self.control, :2], state.ring_head[:, :2],
                               state.ring_fixed])
-        mapped = tps_backward((dest - offset) / state.norm, (src - offset) / state.norm,
-                              state.grid, cfg.regularization)
         gh, gw = state.grid_shape
-        disp = ((mapped - state.grid) * state.norm).reshape(gh, gw, 2) * state.falloff[..., None]
-        fine = cv2.resize(disp.astype(np.float32), (x1 - x0, y1 - y0),
-                          interpolation=cv2.INTER_LINEAR)
+        inside = np.flatnonzero(state.falloff.ravel() > 0)  # the warp is exactly 0 beyond
+        grid = state.grid[inside]
+        mapped = tps_backward((dest - offset) / state.norm, (src - offset) / state.norm,
+                              grid, cfg.regularization)
+        disp = np.zeros((gh * gw, 2), np.float32)
+        disp[inside] = (mapped - grid) * state.norm
+        disp = disp.reshape(gh, gw, 2) * state.falloff[..., None]
+        fine = cv2.resize(disp, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        fine[..., 0] += state.base_x                                     # (h, w, 2) source x, y
+        fine[..., 1] += state.base_y
         # 2. eyelids (source space), blink delta -> closure of what the source leaves open
         blink = frame.blendshapes[0, [BS["eyeBlinkLeft"], BS["eyeBlinkRight"]]]
         src_blink = state.blendshapes[[BS["eyeBlinkLeft"], BS["eyeBlinkRight"]]]
@@ -311,8 +316,7 @@ class GeometricRenderer:
                 amount = np.clip(db / max(1.0 - sb, 0.2), 0.0, 1.0) ** cfg.blink_gamma
             close_eyelid(state.work, state.image, lid, float(amount), frame.blendshapes[0])
         # 3. dense warp of the head region into the full-resolution frame
-        state.out[y0:y1, x0:x1] = cv2.remap(state.work, state.base_x + fine[..., 0],
-                                            state.base_y + fine[..., 1], cv2.INTER_LINEAR,
+        state.out[y0:y1, x0:x1] = cv2.remap(state.work, fine, None, cv2.INTER_LINEAR,
                                             borderMode=cv2.BORDER_REFLECT)
         # 4. mouth interior: teeth, tongue and cavity behind the lips (mouth.py)
         paint_mouth(state.out, mesh, state.mouth_gap, state.mouth)

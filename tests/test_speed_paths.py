@@ -1,0 +1,154 @@
+"""The fast paths of issue #12 behave like the slow ones they replace: the threaded writer keeps
+every frame in order and fails cleanly, the changed-rectangle YUV conversion equals a full one,
+the plain-torch Whisper encoder and mel filters equal transformers', the generate path imports
+neither transformers nor scipy.signal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.errors import InputError
+from talkinghead.io import video as V
+
+
+def _frames(n: int, size: int = 96) -> list[np.ndarray]:
+    """A still background with a moving bright square: frame i has its square at column 4 i."""
+    yy, xx = np.mgrid[:size, :size]
+    bg = np.stack([60 + xx // 2, 90 + yy // 3, 120 + (xx + yy) // 4], -1).astype(np.uint8)
+    out = []
+    for i in range(n):
+        f = bg.copy()
+        f[30:46, 4 * i:4 * i + 16] = 250
+        out.append(f)
+    return out
+
+
+def _producer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "talkinghead-frames"]
+
+
+def test_threaded_writer_keeps_every_frame_in_order(tmp_path):
+    frames = _frames(12)
+    out = tmp_path / "o.mp4"
+    assert V.write_video(out, iter(frames), 25.0) == 12
+    decoded = list(V.iter_frames(out))
+    assert len(decoded) == 12
+    for i, (a, b) in enumerate(zip(frames, decoded)):
+        mse = np.mean((a.astype(np.float32) - b) ** 2)
+        assert 10 * np.log10(255 ** 2 / mse) > 38, i
+        cols = np.flatnonzero(b[38].mean(1) > 200)  # the square's columns in the decoded frame
+        assert abs(cols.min() - 4 * i) <= 1, i
+    assert not _producer_threads()
+
+
+def test_a_reused_frame_buffer_is_still_encoded_frame_by_frame(tmp_path):
+    """A producer that mutates one array must not be mistaken for an unchanged frame."""
+    frames = _frames(6)
+    buf = frames[0].copy()
+
+    def reuse():
+        for f in frames:
+            buf[:] = f
+            yield buf
+
+    out = tmp_path / "o.mp4"
+    V.write_video(out, reuse(), 25.0)
+    decoded = list(V.iter_frames(out))
+    for i, b in enumerate(decoded):
+        assert abs(np.flatnonzero(b[38].mean(1) > 200).min() - 4 * i) <= 1
+
+
+def test_producer_error_reaches_the_caller_and_leaves_no_file(tmp_path):
+    def broken():
+        yield from _frames(3)
+        raise InputError("bad frame 3")
+
+    out = tmp_path / "o.mp4"
+    with pytest.raises(InputError, match="bad frame 3"):
+        V.write_video(out, broken(), 25.0)
+    assert not out.exists() and not list(tmp_path.iterdir())
+    assert not _producer_threads()
+
+
+def test_consumer_stop_closes_the_producer():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield np.zeros((4, 4, 3), np.uint8)
+        finally:
+            closed.set()
+
+    source = V._Producer(endless(), depth=2)
+    for i, _ in enumerate(source):
+        if i == 5:
+            break
+    source.close()
+    assert closed.is_set() and not source.thread.is_alive()
+
+
+@pytest.mark.parametrize("size", [(96, 96), (64, 98)])
+def test_changed_rectangle_yuv_equals_full_conversion(size):
+    rng = np.random.default_rng(1)
+    h, w = size
+    frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    incremental = V._Yuv420()
+    for k in range(8):
+        frame = frame.copy()
+        y, x = rng.integers(0, h - 9), rng.integers(0, w - 9)  # odd offsets and sizes too
+        frame[y:y + rng.integers(1, 9), x:x + rng.integers(1, 9)] = rng.integers(0, 256, 3)
+        planes = incremental(frame).copy()
+        assert np.array_equal(planes, V._Yuv420()(frame)), k
+    # against the BT.601 limited-range definition (luma of grey, chroma neutral)
+    grey = np.full((4, 4, 3), 128, np.uint8)
+    p = V._Yuv420()(grey)
+    assert np.all(p[:4] == 126) and np.all(p[4:] == 128)
+
+
+def test_plain_torch_whisper_encoder_equals_transformers():
+    from talkinghead.audio.whisper import build_audio_encoder, build_encoder, encode_window
+
+    tiny = dict(d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32,
+                max_source_positions=20)
+    reference = build_encoder(**tiny)
+    lite = build_audio_encoder(**tiny)
+    lite.load_state_dict(reference.state_dict(), strict=True)
+    mel = torch.randn(2, 80, 40)
+    with torch.no_grad():
+        assert torch.allclose(lite(mel), reference(mel).last_hidden_state, atol=1e-6)
+        assert torch.allclose(lite(mel[..., :14]), encode_window(reference, mel[..., :14]), atol=1e-6)
+
+
+def test_mel_filters_equal_transformers():
+    from transformers.audio_utils import mel_filter_bank
+
+    from talkinghead.audio.features import _mel_filters
+
+    for n_fft, lo, hi in ((800, 55.0, 7600.0), (400, 0.0, 8000.0)):
+        ref = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=80,
+                              min_frequency=lo, max_frequency=hi, sampling_rate=16000,
+                              norm="slaney", mel_scale="slaney")
+        assert np.allclose(_mel_filters(n_fft, 80, lo, hi), ref, atol=1e-7)
+
+
+def test_tps_kernel_is_zero_at_the_centre():
+    from talkinghead.render.tps import _kernel
+
+    d2 = np.array([0.0, 1e-14, 0.25, 1.0, 4.0], np.float32)
+    k = _kernel(d2)
+    assert k[0] == 0.0 and abs(k[1]) < 1e-11
+    assert np.allclose(k[2:], d2[2:] * np.log(d2[2:]))
+
+
+def test_generate_path_imports_neither_transformers_nor_scipy_signal():
+    code = ("import sys; import talkinghead.pipelines.generate, talkinghead.audio.whisper; "
+            "print(*sorted(m for m in ('transformers', 'scipy.signal') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
