@@ -167,7 +167,8 @@ def _raw(c: Client, files: dict, fields: dict | None = None) -> ApiCallError:
 def test_bad_requests(tmp_path, media):
     """20 bad requests: each a 4xx with a one-line JSON error, and nothing left behind."""
     data = tmp_path / "data"
-    srv = Server(data, "--max-upload-mb", "1", "--api-key", "k3y", "--job-timeout", "2").start()
+    srv = Server(data, "--max-upload-mb", "1", "--api-key", "k3y", "--job-timeout", "2",
+                 "--max-queue", "1").start()
     try:
         c = srv.client
         c.api_key = "k3y"
@@ -212,14 +213,23 @@ def test_bad_requests(tmp_path, media):
         assert list((data / "jobs").iterdir()) == [] and list((data / "tmp").iterdir()) == []
         assert not list(tmp_path.rglob("evil*"))
         assert c.call("GET", "/v1/health")[0] == 200
-        # a valid job over the per-job timeout fails, and no video is left
+        # a valid job over the per-job timeout fails, and no video is left; while it runs, one
+        # job waits and the next is refused (--max-queue 1)
         job = c.submit({"image": media / "portrait.jpg", "audio": media / "long.wav"}, SMALL)
+        deadline = time.monotonic() + 60
+        while c.status(job)["status"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        waiting = c.submit({"image": media / "portrait.jpg", "audio": media / "short.wav"}, SMALL)
+        with pytest.raises(ApiCallError) as e:
+            c.submit({"image": media / "portrait.jpg", "audio": media / "short.wav"}, SMALL)
+        assert e.value.status == 429 and "queue is full" in e.value.message
         final = c.wait(job, timeout=120)
         assert final["status"] == "failed" and final["error"] == "timed out after 2 s", final
         assert not (data / "jobs" / job / "output.mp4").exists()
         with pytest.raises(ApiCallError) as e:
             c.download(job, tmp_path / "x.mp4")
         assert e.value.status == 409 and not (tmp_path / "x.mp4").exists()
+        assert c.wait(waiting, timeout=120)["status"] in ("done", "failed")
     finally:
         srv.stop()
 
