@@ -74,7 +74,8 @@ def _generate(a: argparse.Namespace) -> None:
                          pose_scale=a.pose_scale, still=a.still, ref_pose=a.ref_pose,
                          ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
                          dawn_checkpoint=a.dawn_checkpoint, dawn_steps=a.dawn_steps,
-                         sadtalker_checkpoints=a.sadtalker_checkpoints)
+                         sadtalker_checkpoints=a.sadtalker_checkpoints,
+                         renderer_checkpoint=a.renderer_checkpoint)
     controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
                               blink_rate=a.blink_rate)
     out = GeneratePipeline(cfg)(a.image, a.audio, a.output, controls, progress=not a.quiet)
@@ -155,6 +156,30 @@ def _train_dawn(a: argparse.Namespace) -> None:
               f"{r.seconds:.0f} s")
 
 
+def _train_ldm(a: argparse.Namespace) -> None:
+    from talkinghead.training.ldm_tasks import train_ldm
+
+    r = train_ldm(a.train_command, a.stage, a.config, a.data, a.output, vae=a.vae, steps=a.steps,
+                  max_minutes=a.max_minutes, resume=not a.restart, progress=not a.quiet)
+    if not a.quiet:
+        last = r.history[-1] if r.history else {}
+        print(f"{r.out_dir}: step {r.step}, val_loss {last.get('val_loss', float('nan')):.4f}, "
+              f"{r.seconds:.0f} s")
+
+
+def _live(a: argparse.Namespace) -> None:
+    from talkinghead.motion.streaming import StreamWindow
+    from talkinghead.pipelines.stream import MotionControls, StreamConfig, StreamPipeline
+    from talkinghead.serve.live import LiveSettings, serve_live
+
+    cfg = StreamConfig(mode="crop" if a.size else "full", crop_size=a.size or 512, still=a.still,
+                       window=StreamWindow(hop=a.hop, lookahead=a.lookahead))
+    controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
+                              blink_rate=a.blink_rate)
+    settings = LiveSettings(a.image, a.input, delay=a.delay, controls=controls)
+    serve_live(settings, a.host, a.port, StreamPipeline(cfg))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from talkinghead.render.base import renderer_names
 
@@ -208,13 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not rest the mouth where the audio is quiet (the model alone)")
     g.add_argument("--save-motion", help="also save the generated Motion (.npz)")
     g.add_argument("--renderer", default="geometric", choices=renderer_names(),
-                   help="geometric (default, no training), dawn (needs --dawn-checkpoint) or "
-                        "sadtalker (needs --sadtalker-checkpoints)")
+                   help="geometric (default, no training), dawn (needs --dawn-checkpoint), "
+                        "sadtalker (needs --sadtalker-checkpoints), difftalk or fd2talk "
+                        "(need --renderer-checkpoint)")
     g.add_argument("--dawn-checkpoint", help="DAWN checkpoint directory holding lfg/ and a2v/")
-    g.add_argument("--dawn-steps", type=int, default=10, help="DDIM steps of DAWN's A2V-FDM")
+    g.add_argument("--dawn-steps", type=int, default=10, help="DDIM steps of the diffusion renderers "
+                   "(dawn, difftalk, fd2talk)")
     g.add_argument("--sadtalker-checkpoints", metavar="DIR",
                    help="SadTalker's released checkpoints folder (SadTalker_V0.0.2_256.safetensors, "
                         "mapping_00109-model.pth.tar, ...)")
+    g.add_argument("--renderer-checkpoint", metavar="DIR",
+                   help="checkpoint of a latent diffusion renderer (difftalk, fd2talk): DIR/vae and DIR/unet")
     g.add_argument("-q", "--quiet", action="store_true")
     g.set_defaults(func=_generate)
 
@@ -284,6 +313,37 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     td.add_argument("-q", "--quiet", action="store_true")
     td.set_defaults(func=_train_dawn)
+    for name, what in (("difftalk", "DiffTalk"), ("fd2talk-render", "FD2Talk's frame-generation UNet")):
+        tl = tsub.add_parser(name, help=f"train {what}: the latent autoencoder, then the UNet")
+        tl.add_argument("--stage", required=True, choices=("vae", "unet"))
+        tl.add_argument("--config", required=True, help="configs/difftalk/vae[.debug|.cpu].json, "
+                        f"configs/{name.replace('-', '_')}/unet[.debug|.cpu].json")
+        tl.add_argument("--data", help="dataset from `talkinghead prepare` (overrides the config)")
+        tl.add_argument("--vae", help="stage unet: a --stage vae checkpoint or a diffusers AutoencoderKL folder")
+        tl.add_argument("-o", "--output", required=True, help="checkpoint directory (DIR/vae, DIR/unet)")
+        tl.add_argument("--steps", type=int)
+        tl.add_argument("--max-minutes", type=float)
+        tl.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+        tl.add_argument("-q", "--quiet", action="store_true")
+        tl.set_defaults(func=_train_ldm)
+
+    lv = sub.add_parser("live", help="a local page: the portrait talks while you speak (or a file plays)")
+    lv.add_argument("--image", required=True, help="portrait (JPEG/PNG/WebP/BMP/TIFF)")
+    lv.add_argument("--input", default="mic", help="mic (the browser's microphone) or an audio file "
+                    "played as if spoken live")
+    lv.add_argument("--host", default="127.0.0.1")
+    lv.add_argument("--port", type=int, default=8010)
+    lv.add_argument("--size", type=int, default=384, help="face crop size in pixels (0: the whole portrait)")
+    lv.add_argument("--delay", type=float, default=0.24,
+                    help="seconds from the audio to its frame (jitter buffer; >= look-ahead + compute)")
+    lv.add_argument("--steps", type=int, default=5, help="diffusion sampling steps per hop")
+    lv.add_argument("--hop", type=int, default=2, help="frames computed per hop")
+    lv.add_argument("--lookahead", type=int, default=3, help="frames of future audio each hop sees")
+    lv.add_argument("--seed", type=int, default=0)
+    lv.add_argument("--still", action="store_true", help="no head motion")
+    lv.add_argument("--pose-style", type=int, help="head-motion style 0-7")
+    lv.add_argument("--blink-rate", type=float, help="blinks per second (e.g. 0.3)")
+    lv.set_defaults(func=_live)
 
     from talkinghead.serve.commands import add_parsers as add_serving
 

@@ -103,3 +103,87 @@ def test_stream_pipeline_yields_frames_with_their_audio(portrait_path):
     np.testing.assert_array_equal(sent[: len(x)], x)              # the audio, in order, padded
     assert not sent[len(x):].any()
     assert len({o.frame.tobytes() for o in outs}) > 1             # the face moves
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(portrait_path, tmp_path):
+    """The live app on a real uvicorn server (debug-size models, Wav2Lip mel features, 5-frame
+    hops and a 1 s jitter buffer, so a loaded 2-core machine keeps up), fed a 2-second file in
+    real time."""
+    import threading
+
+    import uvicorn
+
+    from talkinghead.audio.features import MelExtractor
+    from talkinghead.io.audio import write_wav
+    from talkinghead.motion.streaming import StreamWindow
+    from talkinghead.pipelines.stream import StreamConfig, StreamPipeline
+    from talkinghead.serve.live import LiveService, LiveSettings, create_live_app
+    from talkinghead.types import AudioClip
+
+    wav = tmp_path / "speech.wav"
+    write_wav(wav, AudioClip(speech(2.0)[None], 16000))
+    expr, pose = debug_models()
+    pipe = StreamPipeline(StreamConfig(crop_size=128, window=StreamWindow(context=8, hop=5, lookahead=3)),
+                          expr, pose, MelExtractor())
+    service = LiveService(LiveSettings(str(portrait_path), input=str(wav), delay=1.0,
+                                       controls=MotionControls(steps=2)), pipe)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_live_app(service), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        thread.join(0.05)
+    yield service, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.mark.slow
+def test_a_file_streams_through_the_websocket_into_headless_chromium_at_25_fps(live_server):
+    import os
+    import signal
+    import subprocess
+
+    from talkinghead.evaluation.report import chromium
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no Chromium (apt-get install chromium-headless-shell)")
+    service, url = live_server
+    proc = subprocess.Popen([browser, "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
+                             "--autoplay-policy=no-user-gesture-required", f"{url}/live?auto=1&report=1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert service.report_event.wait(60), "the page never reported"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)                         # the browser and its children
+        proc.wait()
+    page = service.reports[0]
+    assert page["indices"] == list(range(50)) and page["in_order"]    # 2 s at 25 fps, in order
+    assert page["shown"] >= 49
+    arrivals = np.array(page["arrivals_ms"]) / 1000
+    fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+    assert 22 < fps < 28, (fps, page["server"])                     # paced, not a burst
+    server = page["server"]
+    assert server["frames"] == server["expected_frames"] == 50 and server["late_frames"] == 0
+    assert 950 < server["latency_ms_median"] < 1100                 # the 1 s jitter buffer
+
+
+def test_frame_messages_round_trip():
+    from talkinghead.serve.live import decode_frame, encode_frame
+
+    frame = np.full((16, 16, 3), 200, np.uint8)
+    audio = np.linspace(-1, 1, 640, dtype=np.float32)
+    index, back, jpeg = decode_frame(encode_frame(7, frame, audio))
+    assert index == 7 and jpeg[:2] == b"\xff\xd8"
+    np.testing.assert_allclose(back, audio, atol=1 / 32767)
