@@ -129,6 +129,11 @@ def test_concurrent_jobs(tmp_path, media):
         for v in videos:
             check_video(v, 25, 160)
         assert len({v.read_bytes() for v in videos}) > 1               # seeds differ
+        # a drive job, driven by one of those videos (its soundtrack is kept)
+        drive = c.submit({"image": media / "portrait.jpg", "video": videos[1]}, SMALL)
+        job = c.wait(drive, timeout=300)
+        assert job["kind"] == "drive" and job["status"] == "done", job
+        check_video(c.download(drive, tmp_path / "drive.mp4"), 25, 160)
         c.delete(ids[0])
         with pytest.raises(ApiCallError) as e:
             c.status(ids[0])
