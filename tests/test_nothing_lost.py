@@ -211,6 +211,8 @@ def test_working_crop_of_a_large_portrait(inputs, landmarker):
     k = big.image.shape[1] / (x1 - x0)
     expect = (np.asarray(small.face.bbox) * 1800 / 512 - [x0, y0, x0, y0]) * k
     assert np.allclose(big.face.bbox, expect, atol=0.03 * big.face.size)
+    crop = load_portrait(inputs / "big.jpg", landmarker, mode="crop", crop_size=256)
+    assert crop.canvas is None and crop.image.shape == (256, 256, 3)
     # pasting the unchanged working crop back gives the canvas again
     (frame,) = big.canvas.paste(iter([big.image]), np.ones(big.image.shape[:2], bool))
     assert np.abs(frame.astype(np.int16) - big.canvas.image).mean() < 2.0

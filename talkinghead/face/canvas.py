@@ -87,38 +87,36 @@ class Canvas:
         work = patch.copy() if k == 1.0 else cv2.resize(patch, (ww, wh), interpolation=cv2.INTER_AREA)
         return cls(image, (x0, y0, x1, y1), work.shape[:2]), work
 
-    def _to_work(self, cx0: int, cy0: int) -> np.ndarray:
-        """(2, 3) affine: canvas px (relative to cx0, cy0) -> working px (pixel centres)."""
-        x0, y0, x1, y1 = self.box
-        ax, ay = self.work_shape[1] / (x1 - x0), self.work_shape[0] / (y1 - y0)
-        return np.array([[ax, 0, (cx0 - x0 + 0.5) * ax - 0.5],
-                         [0, ay, (cy0 - y0 + 0.5) * ay - 0.5]], np.float64)
+    def _axis(self, c0: int, c1: int, axis: int) -> tuple[int, int, int, int]:
+        """Along one axis, canvas px [c0, c1) (relative to the box) from working px [m0, m1)
+        resized to `size` px, then taken from `offset` on; within half a canvas px of exact."""
+        a = self.work_shape[axis] / (self.box[3 - axis] - self.box[1 - axis])  # work px per canvas px
+        m0 = max(0, int(np.floor((c0 + 0.5) * a - 0.5)))
+        m1 = min(self.work_shape[axis], int(np.floor((c1 - 0.5) * a - 0.5)) + 2)
+        offset = max(0, round(c0 - m0 / a))
+        return m0, m1, max(round((m1 - m0) / a), offset + c1 - c0), offset
 
-    def _region(self, mask: np.ndarray) -> tuple[tuple[int, int, int, int], np.ndarray | None, np.ndarray]:
-        """Canvas window that may change, its (h, w) float32 blend weight (None: copy as is,
-        the crop was not scaled) and the affine that resamples working px into it."""
+    def _resample(self, image: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+        """Working-px `image` resampled onto canvas `window` (x0, y0, x1, y1) by cv2.resize of
+        the working pixels that cover it (resize is ~6x faster than an exact warpAffine)."""
         import cv2
 
+        (x0, y0, x1, y1), (bx, by) = window, self.box[:2]
+        mx0, mx1, sw, ox = self._axis(x0 - bx, x1 - bx, 1)
+        my0, my1, sh, oy = self._axis(y0 - by, y1 - by, 0)
+        up = cv2.resize(image[my0:my1, mx0:mx1], (sw, sh), interpolation=cv2.INTER_LINEAR)
+        return up[oy:oy + y1 - y0, ox:ox + x1 - x0]
+
+    def _window(self, mask: np.ndarray) -> tuple[int, int, int, int]:
+        """Canvas window (x0, y0, x1, y1) covering the working px where `mask` is non-zero."""
         x0, y0, x1, y1 = self.box
-        exact = self.work_shape == (y1 - y0, x1 - x0)
-        if not exact:  # soft edge: 1 wherever the frame may change, fading to 0 outside
-            grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * FEATHER + 1,) * 2, np.uint8))
-            mask = cv2.GaussianBlur(grown.astype(np.float32), (0, 0), FEATHER / 2.0)
         ys, xs = np.nonzero(mask)
         if len(ys) == 0:
-            return (x0, y0, x0, y0), None, self._to_work(x0, y0)
+            return x0, y0, x0, y0
         ax, ay = (x1 - x0) / self.work_shape[1], (y1 - y0) / self.work_shape[0]
-        wx0, wx1 = x0 + int(np.floor(xs.min() * ax)), x0 + int(np.ceil((xs.max() + 1) * ax))
-        wy0, wy1 = y0 + int(np.floor(ys.min() * ay)), y0 + int(np.ceil((ys.max() + 1) * ay))
-        window = (wx0, wy0, min(wx1, x1), min(wy1, y1))
-        m = self._to_work(wx0, wy0)
-        if exact:
-            return window, None, m
-        size = (window[2] - wx0, window[3] - wy0)
-        weight = cv2.warpAffine(np.clip(mask * 1.5, 0, 1), m, size,
-                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        return window, weight, m
+        return (x0 + int(np.floor(xs.min() * ax)), y0 + int(np.floor(ys.min() * ay)),
+                min(x1, x0 + int(np.ceil((xs.max() + 1) * ax))),
+                min(y1, y0 + int(np.ceil((ys.max() + 1) * ay))))
 
     def paste(self, frames: Iterator[np.ndarray], mask: np.ndarray | None = None
               ) -> Iterator[np.ndarray]:
@@ -131,21 +129,51 @@ class Canvas:
             mask = np.zeros(self.work_shape, bool)
             b = max(2, min(self.work_shape) // 32)
             mask[b:-b, b:-b] = True
-        (wx0, wy0, wx1, wy1), weight, m = self._region(mask)
-        exact = weight is None
-        bg = self.image[wy0:wy1, wx0:wx1]
-        inv = None if exact else 1.0 - weight
+        x0, y0, x1, y1 = self.box
+        exact = self.work_shape == (y1 - y0, x1 - x0)
+        if not exact:  # soft edge: 1 wherever the frame may change, fading to 0 outside
+            grown = cv2.dilate(mask.astype(np.uint8), np.ones((2 * FEATHER + 1,) * 2, np.uint8))
+            mask = np.clip(1.5 * cv2.GaussianBlur(grown.astype(np.float32), (0, 0), FEATHER / 2), 0, 1)
+        wx0, wy0, wx1, wy1 = window = self._window(mask)
+        if not exact and wx1 > wx0 and wy1 > wy0:
+            blend = _Blend(self._resample(mask, window), self.image[wy0:wy1, wx0:wx1])
         for frame in frames:
             if frame.shape[:2] != self.work_shape:
                 yield frame
                 continue
             out = self.image.copy()
             if exact:
-                dx, dy = wx0 - self.box[0], wy0 - self.box[1]
-                out[wy0:wy1, wx0:wx1] = frame[dy:dy + wy1 - wy0, dx:dx + wx1 - wx0]
+                out[wy0:wy1, wx0:wx1] = frame[wy0 - y0:wy1 - y0, wx0 - x0:wx1 - x0]
             elif wx1 > wx0 and wy1 > wy0:
-                up = cv2.warpAffine(frame, m, (wx1 - wx0, wy1 - wy0),
-                                    flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                    borderMode=cv2.BORDER_REPLICATE)
-                out[wy0:wy1, wx0:wx1] = cv2.blendLinear(up, bg, weight, inv)
+                blend(self._resample(frame, window), out[wy0:wy1, wx0:wx1])
             yield out
+
+
+class _Blend:
+    """out = w * fg + (1 - w) * bg for a fixed weight map, blending only where 0 < w < 1:
+    rows go in bands of BAND, and each band in runs of columns that are all 1 (copy fg), all
+    0 (keep bg) or mixed (cv2.blendLinear). The mixed runs are the thin soft edge."""
+
+    BAND = 32
+
+    def __init__(self, weight: np.ndarray, bg: np.ndarray) -> None:
+        self.weight, self.inv, self.bg = weight, 1.0 - weight, bg
+        self.runs: list[tuple[int, int, int, int, int]] = []  # (kind, r0, r1, c0, c1)
+        for r0 in range(0, weight.shape[0], self.BAND):
+            w = weight[r0:r0 + self.BAND]
+            kind = np.where((w >= 1).all(0), 1, np.where((w <= 0).all(0), 0, 2))  # (cols,)
+            cuts = np.flatnonzero(np.diff(kind)) + 1
+            for c0, c1 in zip(np.r_[0, cuts], np.r_[cuts, len(kind)]):
+                if kind[c0]:
+                    self.runs.append((int(kind[c0]), r0, r0 + w.shape[0], int(c0), int(c1)))
+
+    def __call__(self, fg: np.ndarray, out: np.ndarray) -> None:
+        import cv2
+
+        for kind, r0, r1, c0, c1 in self.runs:
+            if kind == 1:
+                out[r0:r1, c0:c1] = fg[r0:r1, c0:c1]
+            else:
+                out[r0:r1, c0:c1] = cv2.blendLinear(fg[r0:r1, c0:c1], self.bg[r0:r1, c0:c1],
+                                                    self.weight[r0:r1, c0:c1],
+                                                    self.inv[r0:r1, c0:c1])
