@@ -24,7 +24,7 @@ def _offline_env() -> None:
     os.environ.setdefault("GRADIO_SSR_MODE", "False")
 
 
-def run_job(backend, kind: str, files: dict[str, str | None], options: dict[str, Any],
+def submit_and_wait(backend, kind: str, files: dict[str, str | None], options: dict[str, Any],
             timeout: float, progress=None) -> tuple[str, str]:
     """Queue one job on `backend` and wait for it: (video path, one-line summary)."""
     import gradio as gr
@@ -120,8 +120,8 @@ def _generate_tab(gr, backend, timeout: float):
                 "pose_style": None if style == _AUTO else int(style),
                 "blink_rate": float(blink) if blink else None, "no_gate": bool(no_gate),
                 **_common(*shared_values)}
-        return run_job(backend, "generate", {"image": image, "audio": audio, "ref_pose": ref_pose,
-                                             "ref_blink": ref_blink}, opts, timeout, progress)
+        files = {"image": image, "audio": audio, "ref_pose": ref_pose, "ref_blink": ref_blink}
+        return submit_and_wait(backend, "generate", files, opts, timeout, progress)
 
     go.click(generate, [image, audio, model, seed, steps, style, blink, no_gate, *shared,
                         ref_pose, ref_blink], [video, summary])
@@ -146,8 +146,8 @@ def _drive_tab(gr, backend, timeout: float):
         *shared_values, no_smooth = rest
         _required("drive", image=image, video=driving)
         opts = {**_common(*shared_values), "no_smooth": bool(no_smooth)}
-        return run_job(backend, "drive", {"image": image, "video": driving, "audio": audio},
-                       opts, timeout, progress)
+        files = {"image": image, "video": driving, "audio": audio}
+        return submit_and_wait(backend, "drive", files, opts, timeout, progress)
 
     go.click(drive, [image, driving, audio, *shared, no_smooth], [video, summary])
 
