@@ -122,7 +122,9 @@ class Canvas:
               ) -> Iterator[np.ndarray]:
         """Full canvas frames from working-crop frames. `mask` (h, w) bool marks where frames
         may differ from the working crop (None: anywhere but a thin border). Frames of another
-        size (a renderer's own face crop) pass through."""
+        size (a renderer's own face crop) pass through. The yielded array is one reused buffer
+        (only the window changes), valid until the next frame: write_video copies each frame
+        as it takes it, and copying a 4096 px canvas per frame would cost more than the paste."""
         import cv2
 
         if mask is None:
@@ -137,11 +139,11 @@ class Canvas:
         wx0, wy0, wx1, wy1 = window = self._window(mask)
         if not exact and wx1 > wx0 and wy1 > wy0:
             blend = _Blend(self._resample(mask, window), self.image[wy0:wy1, wx0:wx1])
+        out = self.image.copy()
         for frame in frames:
             if frame.shape[:2] != self.work_shape:
                 yield frame
                 continue
-            out = self.image.copy()
             if exact:
                 out[wy0:wy1, wx0:wx1] = frame[wy0 - y0:wy1 - y0, wx0 - x0:wx1 - x0]
             elif wx1 > wx0 and wy1 > wy0:
