@@ -56,6 +56,7 @@ class GenerateConfig:
     dawn_checkpoint: str | None = None
     dawn_steps: int = 10             # DDIM steps of the A2V-FDM
     sadtalker_checkpoints: str | None = None  # SadTalker's released checkpoint folder
+    renderer_checkpoint: str | None = None    # the picked renderer's checkpoint (difftalk, fd2talk)
 
 
 @dataclass
@@ -108,7 +109,8 @@ class GeneratePipeline:
         self.renderer = get_renderer(config.renderer, RenderOptions(
             mode=config.mode, crop_size=config.crop_size, calibrate=config.calibrate,
             geometric=config.render, steps=config.dawn_steps,
-            checkpoints={"dawn": config.dawn_checkpoint, "sadtalker": config.sadtalker_checkpoints}))
+            checkpoints={"dawn": config.dawn_checkpoint, "sadtalker": config.sadtalker_checkpoints,
+                         **({config.renderer: config.renderer_checkpoint} if config.renderer_checkpoint else {})}))
         self.motion_model = get_motion_model(config.motion_model)
         self._extractor = None
 

@@ -70,6 +70,8 @@ _REGISTRY: dict[str, str | Callable[[RenderOptions], Renderer]] = {
     "geometric": "talkinghead.render.geometric:GeometricRenderer.from_options",
     "dawn": "talkinghead.render.dawn.renderer:DawnRenderer.from_options",
     "sadtalker": "talkinghead.render.sadtalker.renderer:SadTalkerRenderer.from_options",
+    "difftalk": "talkinghead.render.ldm.difftalk:DiffTalkRenderer.from_options",
+    "fd2talk": "talkinghead.render.ldm.fd2talk_render:FD2TalkRenderer.from_options",
 }
 
 

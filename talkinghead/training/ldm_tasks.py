@@ -1,0 +1,222 @@
+"""Training tasks of the latent diffusion renderers (render/ldm/), through the shared loop on
+`prepare`d shards, as DAWN's tasks (dawn_tasks.py):
+
+- `--stage vae`: our small KL autoencoder on single frames (L1 + LPIPS-VGG16 + KL), shared by
+  both renderers (or skip it and pass a diffusers AutoencoderKL folder, e.g. an SD VAE, as --vae);
+- `--stage unet` of `difftalk`: target frame, a reference frame of the same video at least
+  `ref_min_gap` frames away (DiffTalk: 60), the target masked at the mouth, the audio window and
+  the face outline; epsilon loss (LDM);
+- `--stage unet` of `fd2talk-render`: clips whose first frame is the reference (FD2Talk Sec.
+  3.4.2), a frame of the clip as target, its Motion relative to the reference; J_0 loss (Eq. 16).
+
+The VAE is frozen while the UNet trains; latents are scaled to unit variance (LDM's
+scale-by-std, measured on training frames) unless the VAE's config carries a scaling factor
+(Stable Diffusion's 0.18215). Config file: {"model": {...}, "task": {...}, "train": {...}}.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkinghead.errors import InputError
+from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae, encode, vae_checkpoint_config, vae_loss
+from talkinghead.render.ldm.difftalk import DiffTalkConfig, DiffTalkUNet, audio_windows, mask_mouth, outline_features
+from talkinghead.render.ldm.fd2talk_render import FD2TalkRenderConfig, FD2TalkUNet, motion_vectors
+from talkinghead.render.ldm.unet import diffusion_loss, schedule_of
+from talkinghead.training.dawn_tasks import _rng, _splits
+from talkinghead.training.loop import TrainConfig, TrainResult, train
+from talkinghead.training.run import dataclass_from, override
+from talkinghead.training.video_data import VideoShards
+
+RENDERERS = {"difftalk": (DiffTalkConfig, DiffTalkUNet), "fd2talk-render": (FD2TalkRenderConfig, FD2TalkUNet)}
+MODEL_NAMES = {"difftalk": "difftalk", "fd2talk-render": "fd2talk_render"}
+
+
+@dataclass
+class VAETaskConfig:
+    data: str = ""
+    val_frames: int = 16
+
+
+class VAETask:
+    def __init__(self, cfg: VAETaskConfig, model_cfg: VAEConfig, batch_size: int) -> None:
+        self.cfg, self.model_cfg, self.batch_size = cfg, model_cfg, batch_size
+        self.train_set, self.val_set = _splits(cfg.data, model_cfg.size)
+        self.model = build_vae(model_cfg)
+        self.lpips = None
+        if model_cfg.perceptual_weight > 0:
+            from talkinghead.nets.lpips import LPIPS
+
+            self.lpips = LPIPS.offline("vgg").eval().requires_grad_(False)
+        rng = np.random.default_rng(0)
+        self._val = [self.val_set.pairs(4, rng)[0] for _ in range(max(1, cfg.val_frames // 4))]
+
+    def train_batch(self, step: int, g: torch.Generator) -> torch.Tensor:
+        return self.train_set.pairs(self.batch_size, _rng(g))[0]
+
+    def loss(self, model, batch: torch.Tensor, g: torch.Generator):
+        dev = next(model.parameters()).device
+        if self.lpips is not None:
+            self.lpips.to(dev)
+        return vae_loss(model, batch.to(dev) * 2 - 1, self.model_cfg, g, self.lpips)
+
+    def val_batches(self):
+        return self._val
+
+    def checkpoint_config(self) -> dict:
+        return vae_checkpoint_config(self.model_cfg)
+
+
+@dataclass
+class UNetTaskConfig:
+    data: str = ""
+    vae: str = ""                  # `--stage vae` checkpoint or a diffusers AutoencoderKL folder
+    size: int = 0                  # crop side; 0: the VAE's training size (ours) or the shards'
+    ref_min_gap: int = 60          # DiffTalk: the reference is this far from the target (or farthest)
+    clip_length: int = 25          # FD2Talk: the reference is the first frame of such a clip
+    val_samples: int = 16
+
+
+class FrameSamples:
+    """Per-frame samples (target, reference, conditions) from prepared shards."""
+
+    def __init__(self, shards: VideoShards, root: str | Path) -> None:
+        from talkinghead.types import Motion
+
+        self.shards = shards
+        self.motion = [motion_vectors(Motion.load(Path(root) / "shards" / v.name / "motion.npz"))
+                       for v in shards.videos]
+
+    def draw(self, n: int, rng: np.random.Generator, cfg: UNetTaskConfig, model_cfg) -> dict[str, torch.Tensor]:
+        from talkinghead.data.prepare import FACE_BIT
+
+        keys = ("target", "ref", "audio", "outline", "motion")
+        out: dict[str, list] = {k: [] for k in keys}
+        for _ in range(n):
+            k = int(rng.integers(len(self.shards.videos)))
+            v, mv = self.shards.videos[k], self.motion[k]
+            if isinstance(model_cfg, DiffTalkConfig):
+                i = int(rng.integers(len(v)))
+                gap = np.abs(np.arange(len(v)) - i)
+                far = np.nonzero(gap >= cfg.ref_min_gap)[0]
+                r = int(rng.choice(far)) if len(far) else int(gap.argmax())
+                win = audio_windows(np.asarray(v.features), np.array([i]), model_cfg.audio_window)[0]
+                out["audio"].append(win)
+                face = (np.asarray(v.masks[i]) & FACE_BIT) > 0
+                out["outline"].append(torch.from_numpy(outline_features(face, model_cfg.landmark_rays)))
+            else:
+                r = int(rng.integers(max(1, len(v) - cfg.clip_length + 1)))
+                i = min(len(v) - 1, r + int(rng.integers(cfg.clip_length)))
+                out["motion"].append(torch.from_numpy(mv[i] - mv[r]))
+            both = self.shards._images(np.stack([v.frames[i], v.frames[r]])) * 2 - 1   # (2, 3, S, S)
+            out["target"].append(both[0])
+            out["ref"].append(both[1])
+        return {k: torch.stack(x) for k, x in out.items() if x}
+
+
+class UNetTask:
+    def __init__(self, renderer: str, cfg: UNetTaskConfig, model_cfg, batch_size: int) -> None:
+        from talkinghead.render.ldm.autoencoder import downsampling, is_diffusers_vae, load_vae
+
+        self.renderer, self.cfg, self.batch_size = renderer, cfg, batch_size
+        self.vae = load_vae(cfg.vae)
+        ours = not is_diffusers_vae(cfg.vae)
+        size = cfg.size or (self.vae.config.sample_size if ours else 0) or None
+        self.train_set, self.val_set = _splits(cfg.data, size)
+        self.size = self.train_set.size
+        f = downsampling(self.vae)
+        if self.size % (f * 2 ** (len(model_cfg.channels) - 1) * getattr(model_cfg, "patch", 1)):
+            raise InputError(f"crop size {self.size} is not divisible by the VAE's and UNet's downsampling")
+        extra = {"latent_channels": self.vae.config.latent_channels, "latent_size": self.size // f}
+        if renderer == "difftalk":
+            extra["audio_dim"] = self.train_set.feature_dim
+        self.model_cfg = type(model_cfg)(**{**asdict(model_cfg), **extra})
+        self.model = RENDERERS[renderer][1](self.model_cfg)
+        self.schedule = schedule_of(self.model_cfg)
+        self.train_samples, self.val_samples = FrameSamples(self.train_set, cfg.data), FrameSamples(self.val_set, cfg.data)
+        rng = np.random.default_rng(0)
+        self._val = [self.val_samples.draw(4, rng, cfg, self.model_cfg) for _ in range(max(1, cfg.val_samples // 4))]
+        self.scale = self._latent_scale(ours)
+
+    @torch.no_grad()
+    def _latent_scale(self, ours: bool) -> float:
+        """1 / std of training latents (LDM's scale-by-std) for our VAE; the config's otherwise."""
+        if not ours:
+            return float(self.vae.config.scaling_factor)
+        x = self.train_samples.draw(16, np.random.default_rng(1), self.cfg, self.model_cfg)["target"]
+        return float(1.0 / encode(self.vae, x, 1.0).std().clamp(min=1e-4))
+
+    def train_batch(self, step: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.train_samples.draw(self.batch_size, _rng(g), self.cfg, self.model_cfg)
+
+    def loss(self, model, batch: dict[str, torch.Tensor], g: torch.Generator):
+        dev = next(model.parameters()).device
+        b = {k: v.to(dev) for k, v in batch.items()}
+        self.vae.to(dev)
+        with torch.no_grad():
+            z0 = encode(self.vae, b["target"], self.scale)
+            zr = encode(self.vae, b["ref"], self.scale)
+            zm = encode(self.vae, mask_mouth(b["target"], self.model_cfg.mouth_box), self.scale) \
+                if self.renderer == "difftalk" else None
+        t = torch.randint(0, self.model_cfg.diffusion_steps, (len(z0),), generator=g).to(dev)
+        noise = torch.randn(z0.shape, generator=g).to(dev)
+        zt = self.schedule.add_noise(z0, noise, t)
+        if self.renderer == "difftalk":
+            pred = model(zt, t, zm, zr, b["audio"], b["outline"])
+        else:
+            pred = model(zt, t, zr, b["motion"])
+        loss = diffusion_loss(pred, z0, noise, self.model_cfg.prediction)
+        return loss, {"mse": float(loss.detach())}
+
+    def val_batches(self):
+        return self._val
+
+    def checkpoint_config(self) -> dict:
+        return {"model": MODEL_NAMES[self.renderer], **asdict(self.model_cfg), "size": self.size,
+                "latent_scale": self.scale, "feature": self.train_set.feature_kind,
+                "crop_expand": self.train_set.crop_expand}
+
+
+def _read(config: str | Path) -> dict:
+    try:
+        return json.loads(Path(config).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read config {config}: {e}") from None
+
+
+def _tuples(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def train_ldm(renderer: str, stage: str, config: str | Path, data: str | None, output: str | Path,
+              vae: str | None = None, steps: int | None = None, max_minutes: float | None = None,
+              resume: bool = True, progress: bool = True) -> TrainResult:
+    """`talkinghead train difftalk|fd2talk-render --stage vae|unet`."""
+    if renderer not in RENDERERS:
+        raise InputError(f"unknown latent diffusion renderer {renderer!r}: {', '.join(RENDERERS)}")
+    raw = _read(config)
+    train_cfg = dataclass_from(TrainConfig, raw.get("train", {}), f"{config} train")
+    if stage == "vae":
+        task_cfg = dataclass_from(VAETaskConfig, raw.get("task", {}), f"{config} task")
+        model_cfg = dataclass_from(VAEConfig, _tuples(raw.get("model", {})), f"{config} model")
+    elif stage == "unet":
+        task_cfg = dataclass_from(UNetTaskConfig, raw.get("task", {}), f"{config} task")
+        model_cfg = dataclass_from(RENDERERS[renderer][0], _tuples(raw.get("model", {})), f"{config} model")
+        task_cfg.vae = vae or task_cfg.vae
+        if not task_cfg.vae:
+            raise InputError(f"train {renderer} --stage unet needs --vae DIR (a `--stage vae` checkpoint "
+                             "or a diffusers AutoencoderKL folder)")
+    else:
+        raise InputError(f"unknown stage {stage!r} (vae or unet)")
+    task_cfg.data = data or task_cfg.data
+    if not task_cfg.data:
+        raise InputError("no dataset: pass --data DIR (made by `talkinghead prepare`)")
+    override(train_cfg, steps, max_minutes)
+    task = (VAETask(task_cfg, model_cfg, train_cfg.batch_size) if stage == "vae"
+            else UNetTask(renderer, task_cfg, model_cfg, train_cfg.batch_size))
+    return train(task, train_cfg, output, resume=resume, progress=progress)

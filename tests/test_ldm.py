@@ -1,0 +1,307 @@
+"""Latent diffusion renderers (render/ldm/): the VAE loader on a diffusers folder, DiffTalk's and
+FD2Talk's conditioning paths pinned, chunking-independent sampling, training through the shared
+loop on prepared shards (loss falls, resume), and `generate --renderer difftalk` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.render.ldm.difftalk import DiffTalkConfig, DiffTalkUNet, mask_mouth, outline_features
+from talkinghead.render.ldm.fd2talk_render import FD2TalkRenderConfig, FD2TalkUNet
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(latent_channels=4, latent_size=8, channels=(16, 16), layers_per_block=1, heads=2, groups=8,
+            cross_dim=16, cond_tokens=2, diffusion_steps=100)
+MEL_DIM = 320                             # the "mel" extractor's width (what generate computes)
+
+
+def write_shards(root: Path, videos: int = 2, frames: int = 80, size: int = 32, seed: int = 0) -> Path:
+    """A prepared dataset (prepare's layout) of synthetic faces whose mouth opening follows the
+    audio features: a face ellipse on a background, a dark mouth whose height is feature 0."""
+    from talkinghead.data.prepare import FACE_BIT, LIP_BIT
+    from talkinghead.types import Motion
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    names = []
+    for k in range(videos):
+        name = f"clip{k}"
+        d = root / "shards" / name
+        d.mkdir(parents=True)
+        opening = np.clip(np.sin(np.arange(frames) / 3.0 + k) * 0.5 + 0.5, 0, 1)
+        face = ((xx - 0.5) / 0.3) ** 2 + ((yy - 0.5) / 0.38) ** 2 < 1
+        imgs, masks = [], []
+        for o in opening:
+            mouth = (np.abs(xx - 0.5) < 0.12) & (np.abs(yy - 0.72) < 0.02 + 0.06 * o)
+            img = np.stack([0.3 + 0.4 * yy, 0.2 + 0.3 * xx, 0.5 + 0 * xx], -1)
+            img[face] = (0.85, 0.65, 0.55 + 0.1 * k)
+            img[mouth] = (0.2, 0.05, 0.05)
+            imgs.append((img * 255).astype(np.uint8))
+            masks.append(face.astype(np.uint8) * FACE_BIT | mouth.astype(np.uint8) * LIP_BIT)
+        np.save(d / "frames.npy", np.stack(imgs))
+        np.save(d / "masks.npy", np.stack(masks))
+        feats = rng.normal(0, 0.1, (frames, MEL_DIM)).astype(np.float16)
+        feats[:, 0] = opening
+        np.save(d / "features.npy", feats)
+        blend = np.zeros((frames, 52), np.float32)
+        blend[:, 25] = opening                                   # jawOpen
+        Motion(blend, rng.normal(0, 2, (frames, 3)), np.zeros((frames, 3)), np.full(frames, 0.3),
+               np.full((frames, 2), 0.3)).save(d / "motion.npz")
+        (d / "info.json").write_text(json.dumps({"features": "mel", "frames": frames, "size": size}))
+        names.append(name)
+    (root / "manifest.json").write_text(json.dumps({"shards": names, "config": {"expand": 1.6},
+                                                    "videos": videos, "frames": videos * frames}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("ldm_data"))
+
+
+def _difftalk(seed: int = 0) -> DiffTalkUNet:
+    torch.manual_seed(seed)
+    return DiffTalkUNet(DiffTalkConfig(**TINY, audio_dim=6, audio_window=2, audio_hidden=16,
+                                       landmark_rays=8, landmark_hidden=16)).eval()
+
+
+def _fd2talk(seed: int = 0) -> FD2TalkUNet:
+    torch.manual_seed(seed)
+    return FD2TalkUNet(FD2TalkRenderConfig(**TINY)).eval()
+
+
+def _zero_cross_attention(model, first: bool) -> None:
+    """Zero the output of every cross-attention's first (phi_1) or second (phi_2) attention."""
+    from talkinghead.render.ldm.unet import SecondCrossAttention
+
+    for name, m in model.unet.named_modules():
+        if name.endswith("attn2"):
+            target = m.to_out[0] if first else m.processor.to_out
+            torch.nn.init.zeros_(target.weight)
+            torch.nn.init.zeros_(target.bias)
+            assert first or isinstance(m.processor, SecondCrossAttention)
+
+
+@torch.no_grad()
+def test_difftalk_conditioning_paths():
+    m = _difftalk()
+    g = torch.Generator().manual_seed(0)
+    z, zm, zr = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    audio, outline = torch.randn(2, 5, 6, generator=g), torch.rand(2, 10, generator=g)
+    t = torch.tensor([10, 60])
+    base = m(z, t, zm, zr, audio, outline)
+    assert base.shape == (2, 4, 8, 8)
+    assert torch.equal(base, m(z, t, zm, zr, audio, outline))
+    for changed in (m(z, t, zm, zr, audio + 1, outline), m(z, t, zm, zr + 1, audio, outline),
+                    m(z, t, zm + 1, zr, audio, outline), m(z, t, zm, zr, audio, outline + 0.1)):
+        assert (changed - base).abs().max() > 1e-4
+    # sample 0's audio changes sample 0 only (no leak across the batch)
+    a2 = audio.clone()
+    a2[0] += 1
+    out = m(z, t, zm, zr, a2, outline)
+    assert (out[0] - base[0]).abs().max() > 1e-4 and torch.allclose(out[1], base[1], atol=1e-6)
+    # audio and landmarks enter through the cross-attentions only; the references do not
+    _zero_cross_attention(m, first=True)
+    base = m(z, t, zm, zr, audio, outline)
+    assert torch.allclose(m(z, t, zm, zr, audio + 1, outline + 0.1), base, atol=1e-6)
+    assert (m(z, t, zm, zr + 1, audio, outline) - base).abs().max() > 1e-4
+
+
+def test_masked_frame_hides_the_mouth_only():
+    box = DiffTalkConfig.mouth_box
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    inside, outside = x.clone(), x.clone()
+    x0, y0, x1, y1 = (int(round(v * 32)) for v in box)
+    inside[..., y0:y1, x0:x1] = torch.rand(3, y1 - y0, x1 - x0)
+    outside[..., :y0, :] = 0.5
+    assert torch.equal(mask_mouth(inside, box), mask_mouth(x, box))
+    assert not torch.equal(mask_mouth(outside, box), mask_mouth(x, box))
+    assert (mask_mouth(x, box)[..., y0:y1, x0:x1] == 0).all()
+    # the landmark feature: an ellipse's outline, centred, wider than tall in x... and empty -> 0
+    yy, xx = np.mgrid[:64, :64] / 64
+    ell = ((xx - 0.5) / 0.3) ** 2 + ((yy - 0.5) / 0.4) ** 2 < 1
+    f = outline_features(ell, 8)
+    assert f.shape == (10,) and abs(f[0] - 0.5) < 0.02 and abs(f[1] - 0.5) < 0.02
+    assert 0.25 < f[2:].min() and f[2:].max() < 0.42
+    assert not outline_features(np.zeros((8, 8), bool), 8).any()
+
+
+@torch.no_grad()
+def test_fd2talk_two_cross_attentions_pinned():
+    m = _fd2talk()
+    g = torch.Generator().manual_seed(0)
+    z, zr = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    motion, t = torch.randn(2, 58, generator=g), torch.tensor([5, 80])
+    base = m(z, t, zr, motion)
+    assert base.shape == (2, 4, 8, 8)
+    assert (m(z, t, zr, motion + 1) - base).abs().max() > 1e-4
+    assert (m(z, t, zr + 1, motion) - base).abs().max() > 1e-4
+    # the reference enters through phi_2 only: with phi_2 silenced it changes nothing
+    m2 = _fd2talk()
+    _zero_cross_attention(m2, first=False)
+    b2 = m2(z, t, zr, motion)
+    assert torch.allclose(m2(z, t, zr + 1, motion), b2, atol=1e-6)
+    assert (m2(z, t, zr, motion + 1) - b2).abs().max() > 1e-4
+    # the motion enters through phi_1 only
+    m1 = _fd2talk()
+    _zero_cross_attention(m1, first=True)
+    b1 = m1(z, t, zr, motion)
+    assert torch.allclose(m1(z, t, zr, motion + 1), b1, atol=1e-6)
+    assert (m1(z, t, zr + 1, motion) - b1).abs().max() > 1e-4
+
+
+def test_vae_loader_reads_a_diffusers_folder(tmp_path):
+    from diffusers import AutoencoderKL
+
+    from talkinghead.errors import InputError
+    from talkinghead.render.ldm.autoencoder import decode, downsampling, encode, load_vae
+
+    torch.manual_seed(0)
+    ref = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                        sample_size=16).eval()
+    ref.save_pretrained(tmp_path / "sdvae")
+    assert (tmp_path / "sdvae" / "diffusion_pytorch_model.safetensors").exists()
+    vae = load_vae(tmp_path / "sdvae")
+    assert downsampling(vae) == 2 and vae.config.scaling_factor == pytest.approx(0.18215)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = encode(vae, x, 0.18215)
+        assert z.shape == (1, 4, 8, 8)
+        assert torch.allclose(z, ref.encode(x).latent_dist.mode() * 0.18215, atol=1e-6)
+        assert decode(vae, z, 0.18215).shape == (1, 3, 16, 16)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="neither a diffusers"):
+        load_vae(tmp_path / "junk")
+    with pytest.raises(InputError, match="no such"):
+        load_vae(tmp_path / "absent")
+
+
+def test_unet_loss_falls(shards):
+    """A few optimizer steps on one batch of prepared frames lower the diffusion loss."""
+    from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae
+    from talkinghead.training.ldm_tasks import UNetTask, UNetTaskConfig
+    from talkinghead.io.checkpoint import save_model
+
+    torch.manual_seed(0)
+    vae_dir = shards.parent / "vae_for_loss"
+    vcfg = VAEConfig(size=32, channels=(16, 16), groups=8, perceptual_weight=0)
+    save_model(vae_dir, build_vae(vcfg), {"model": "ldm_vae", **vcfg.__dict__})
+    for renderer, cfg in (("difftalk", DiffTalkConfig(**{**TINY, "audio_window": 2, "audio_hidden": 16,
+                                                          "landmark_rays": 8, "landmark_hidden": 16})),
+                          ("fd2talk-render", FD2TalkRenderConfig(**TINY))):
+        task = UNetTask(renderer, UNetTaskConfig(data=str(shards), vae=str(vae_dir), ref_min_gap=10,
+                                                 val_samples=4, size=16), cfg, 4)
+        assert task.model.config.latent_size == 8 and task.scale > 0
+        batch = task.train_batch(0, torch.Generator().manual_seed(0))
+        opt = torch.optim.Adam(task.model.parameters(), lr=2e-3)
+        losses = []
+        for _ in range(10):
+            loss, _ = task.loss(task.model, batch, torch.Generator().manual_seed(1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        assert losses[-1] < 0.75 * losses[0], (renderer, losses)
+
+
+def _run(*args: str) -> None:
+    from talkinghead.cli import main
+
+    assert main(list(args)) == 0
+
+
+@pytest.fixture(scope="module")
+def checkpoint(shards, tmp_path_factory) -> Path:
+    """Debug DiffTalk checkpoint through the CLI: `--stage vae`, then `--stage unet`."""
+    out = tmp_path_factory.mktemp("difftalk_ckpt")
+    _run("train", "difftalk", "--stage", "vae", "--config", str(ROOT / "configs/difftalk/vae.debug.json"),
+         "--data", str(shards), "-o", str(out / "vae"), "-q")
+    _run("train", "difftalk", "--stage", "unet", "--config", str(ROOT / "configs/difftalk/unet.debug.json"),
+         "--data", str(shards), "--vae", str(out / "vae"), "-o", str(out / "unet"), "-q", "--steps", "2")
+    return out
+
+
+def test_training_checkpoints_and_resumes(checkpoint, shards):
+    from safetensors.torch import load_file
+
+    unet = checkpoint / "unet"
+    cfg = json.loads((unet / "config.json").read_text())
+    assert cfg["config"]["model"] == "difftalk" and cfg["config"]["feature"] == "mel"
+    assert cfg["config"]["audio_dim"] == MEL_DIM and cfg["config"]["size"] == 16 and cfg["step"] == 2
+    before = load_file(str(unet / "model.safetensors"))
+    _run("train", "difftalk", "--stage", "unet", "--config", str(ROOT / "configs/difftalk/unet.debug.json"),
+         "--data", str(shards), "--vae", str(checkpoint / "vae"), "-o", str(unet), "-q", "--steps", "4")
+    state = json.loads((unet / "train_state.json").read_text())
+    assert state["step"] == 4 and [h["step"] for h in state["history"]] == [0, 2, 4]
+    after = load_file(str(unet / "model.safetensors"))
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    log = [json.loads(x) for x in (unet / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "val_loss" in r] == [0, 2, 4]
+
+
+def test_renderers_stream_chunk_independent_frames(checkpoint, portrait, portrait_face, tmp_path):
+    """The renderers through the interface: FD2Talk's frames do not depend on the chunk size and
+    follow the Motion; DiffTalk's follow the audio and ignore the Motion."""
+    import shutil
+
+    from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
+    from talkinghead.render.ldm.fd2talk_render import FD2TalkUNet, FD2TalkRenderConfig
+    from talkinghead.io.checkpoint import save_model
+    from talkinghead.types import AudioClip, Motion
+
+    n = 5
+    rng = np.random.default_rng(0)
+    motion = Motion(rng.normal(0, 0.2, (n, 52)), rng.normal(0, 3, (n, 3)), np.zeros((n, 3)), np.ones(n),
+                    np.full((n, 2), 0.3), relative=True)
+    other = Motion(motion.blendshapes + 0.5, motion.rotation, motion.translation, motion.scale, motion.ear,
+                   relative=True)
+    fd = tmp_path / "fd2talk"
+    shutil.copytree(checkpoint / "vae", fd / "vae")
+    fields = json.loads((checkpoint / "unet" / "config.json").read_text())["config"]
+    torch.manual_seed(0)
+    cfg = FD2TalkRenderConfig(**TINY)
+    save_model(fd / "unet", FD2TalkUNet(cfg), {**cfg.__dict__, "model": "fd2talk_render", "size": 16,
+                                               "latent_scale": fields["latent_scale"], "feature": "mel"})
+    opts = RenderOptions(mode="crop", crop_size=32, steps=2, checkpoints={"fd2talk": str(fd)})
+    r = get_renderer("fd2talk", opts)
+    state = r.prepare(portrait, portrait_face)
+    frames = lambda m, chunk: (setattr(r, "chunk", chunk), np.stack(list(r.frames(state, m, RenderInputs()))))[1]  # noqa: E731
+    a, b = frames(motion, 2), frames(motion, 5)
+    assert a.shape == (n, 32, 32, 3) and np.array_equal(a, b)
+    assert np.abs(frames(other, 5).astype(int) - b).max() > 0
+    # DiffTalk: the audio drives it; the Motion does not
+    d = get_renderer("difftalk", RenderOptions(mode="crop", crop_size=32, steps=2,
+                                              checkpoints={"difftalk": str(checkpoint)}))
+    dstate = d.prepare(portrait, portrait_face)
+    wave = np.sin(np.arange(16000) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+    speech, silence = AudioClip(wave[None], 16000), AudioClip(np.zeros_like(wave)[None], 16000)
+    out = lambda m, clip: np.stack(list(d.frames(dstate, m, RenderInputs(clip=clip))))  # noqa: E731
+    base = out(motion, speech)
+    assert base.shape == (n, 32, 32, 3)
+    assert np.array_equal(out(other, speech), base)
+    assert np.abs(out(motion, silence).astype(int) - base).max() > 0
+
+
+@pytest.mark.slow
+def test_generate_cli_renderer_difftalk(checkpoint, portrait_path, speech_path, tmp_path, capsys):
+    from talkinghead.cli import main
+    from talkinghead.io.video import video_info
+
+    out = tmp_path / "out.mp4"
+    _run("generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o", str(out),
+         "--renderer", "difftalk", "--renderer-checkpoint", str(checkpoint), "--dawn-steps", "2", "-q")
+    info = video_info(out)
+    assert info.num_frames == 100 and info.has_audio
+    # no checkpoint: one line, exit 2, no output
+    bad = tmp_path / "bad.mp4"
+    assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o", str(bad),
+                 "--renderer", "difftalk", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--renderer-checkpoint" in err[0] and not bad.exists()
