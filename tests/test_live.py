@@ -31,7 +31,7 @@ def speech(seconds: float) -> np.ndarray:
     return read_audio(SAMPLE_DIR / "speech.wav").mono()[: int(seconds * 16000)]
 
 
-def stream_motion(samples, chunk_s=0.02, config=None, steps=2):
+def stream_motion(samples, chunk_s=0.02, config=None, steps=2, streams=None):
     from talkinghead.audio.features import MelExtractor
     from talkinghead.motion.streaming import StreamWindow
     from talkinghead.pipelines.stream import StreamConfig, chunked, fd2talk_stream
@@ -40,16 +40,25 @@ def stream_motion(samples, chunk_s=0.02, config=None, steps=2):
     config = config or StreamConfig(window=StreamWindow(context=8, hop=2, lookahead=3))
     expr, pose = debug_models()
     stream = fd2talk_stream(config, MotionControls(seed=3, steps=steps), expr, pose, MelExtractor())
+    if streams is not None:
+        streams.append(stream)
     hops = [m for c in chunked(samples, chunk_s) for m in stream.push(c)] + stream.finish()
     return Motion.concatenate(hops), hops
 
 
 def test_stream_motion_is_one_frame_per_40ms_in_hops_and_independent_of_chunking():
+    from talkinghead.motion.streaming import StreamWindow
+    from talkinghead.pipelines.stream import StreamConfig
+
     x = speech(1.3)
-    motion, hops = stream_motion(x, 0.02)
+    streams = []
+    short = StreamConfig(window=StreamWindow(context=8, hop=2, lookahead=3), features_s=0.5, gate_s=0.5)
+    motion, hops = stream_motion(x, 0.02, short, streams=streams)
     assert len(motion) == 33 and motion.relative                 # ceil(1.3 s * 25)
     assert [len(h) for h in hops] == [2] * 16 + [1]
-    again, _ = stream_motion(x, 0.037)                            # other chunk sizes, same frames
+    s = streams[0]                                                # memory: a bounded audio buffer
+    assert len(s.buf) <= s.keep < len(x) and s.buf_start > 0 and s.model.known == 8
+    again, _ = stream_motion(x, 0.037, short)                     # other chunk sizes, same frames
     np.testing.assert_array_equal(motion.blendshapes, again.blendshapes)
     np.testing.assert_array_equal(motion.rotation, again.rotation)
     assert np.abs(motion.rotation[0]).max() == 0 and np.abs(motion.rotation).max() > 0

@@ -298,10 +298,14 @@ def serve_live(settings: LiveSettings, host: str = "127.0.0.1", port: int = 8010
     """Prepare the portrait, then serve the page until interrupted."""
     import uvicorn
 
-    if settings.input != "mic" and not Path(settings.input).is_file():
-        from talkinghead.errors import InputError
+    import importlib.util
 
+    from talkinghead.errors import InputError, TalkingHeadError
+
+    if settings.input != "mic" and not Path(settings.input).is_file():
         raise InputError(f"{settings.input}: audio file not found (or use --input mic)")
+    if not any(importlib.util.find_spec(m) for m in ("websockets", "wsproto")):
+        raise TalkingHeadError("live mode needs a WebSocket package for uvicorn: pip install websockets")
     service = LiveService(settings, pipeline)
     print(f"live: open http://{host}:{port}/live", flush=True)
     uvicorn.run(create_live_app(service), host=host, port=port, log_level="warning")

@@ -1,0 +1,183 @@
+"""Benchmark (not a test): live mode (#15), latency, pacing, memory and quality vs offline.
+
+1. Live run: real speech (the real-speech test set, looped) fed in 20 ms chunks in real time
+   into the live stream (`serve/live.py`: the streaming pipeline in its single-threaded worker,
+   JPEG per frame, frames paced at 25 fps behind the jitter buffer), as `talkinghead live
+   --input FILE` does, without the browser. Latency from each chunk's arrival to the send time
+   of the frame that shows it (median, p95), frames sent vs expected, late frames, send-interval
+   jitter, RSS every second (memory flat). CPU seconds per second of audio, per stage.
+2. Quality: the real-speech clip (20 s, never trained on) streamed through the Python API and
+   written to a video, vs offline `generate` with the same portrait crop; both judged on the
+   output video by the face model (lip-sync r against the pocketsphinx viseme track, blinks/s,
+   head-pose std; `evaluation/generated.py`).
+Results: bench/results/live.json. Timings depend on the machine's load: `uptime` is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+PORTRAIT = ROOT / "talkinghead" / "assets" / "sample" / "portrait.jpg"
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def looped_speech(seconds: float) -> np.ndarray:
+    from talkinghead.evaluation.testset import real_speech
+
+    x = real_speech().clip.mono()
+    return np.resize(x, int(seconds * 16000)).astype(np.float32)
+
+
+async def _live_run(stream, samples: np.ndarray, rss: list) -> None:
+    from talkinghead.pipelines.stream import chunked
+
+    async def feed():
+        start, done = time.perf_counter(), 0
+        for chunk in chunked(samples, 0.02):
+            done += len(chunk)
+            wait = start + done / 16000 - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            stream.feed(chunk)
+        stream.close()
+
+    async def sample_rss():
+        while True:
+            rss.append((time.perf_counter(), rss_mib()))
+            await asyncio.sleep(1.0)
+
+    feeder, sampler = asyncio.create_task(feed()), asyncio.create_task(sample_rss())
+    async for _ in stream.frames():
+        pass
+    await feeder
+    sampler.cancel()
+
+
+def live(seconds: float, steps: int, delay: float, hop: int, lookahead: int, size: int) -> dict:
+    from talkinghead.motion.streaming import StreamWindow
+    from talkinghead.pipelines.stream import MotionControls, StreamConfig, StreamPipeline
+    from talkinghead.serve.live import LiveStream
+
+    pipe = StreamPipeline(StreamConfig(crop_size=size, window=StreamWindow(hop=hop, lookahead=lookahead)))
+    state = pipe.prepare(PORTRAIT)
+    samples = looped_speech(seconds)
+    session = pipe.session(state, MotionControls(steps=steps))
+    stream = LiveStream(session, delay)
+    rss: list = []
+    cpu0, load0 = time.process_time(), load()
+    asyncio.run(_live_run(stream, samples, rss))
+    cpu = time.process_time() - cpu0
+    s = stream.stats.summary()
+    mem = [m for _, m in rss]
+    tenth = max(1, len(mem) // 10)
+    return {"audio_seconds": seconds, "steps": steps, "delay_s": delay, "hop": hop, "lookahead": lookahead,
+            "crop": size, **s, "rss_mib_first_10pct": float(np.mean(mem[:tenth])),
+            "rss_mib_last_10pct": float(np.mean(mem[-tenth:])), "rss_mib_max": float(max(mem)),
+            "cpu_s_per_audio_s": cpu / seconds,
+            "stage_wall_s_per_audio_s": {k: v / seconds for k, v in session.timings.items()},
+            "load_before": load0, "load_after": load()}
+
+
+class Streamed:
+    """`generate`'s call signature over the streaming API (for judge_on_real_speech)."""
+
+    def __init__(self, size: int, steps: int, hop: int, lookahead: int) -> None:
+        from talkinghead.motion.streaming import StreamWindow
+        from talkinghead.pipelines.stream import StreamConfig, StreamPipeline
+
+        self.pipe = StreamPipeline(StreamConfig(crop_size=size, window=StreamWindow(hop=hop, lookahead=lookahead)))
+        self.steps = steps
+
+    def __call__(self, image, audio, output, controls, progress=False):
+        from dataclasses import replace
+
+        from talkinghead.io.audio import read_audio
+        from talkinghead.io.video import write_video
+        from talkinghead.pipelines.stream import chunked
+        from talkinghead.serve.live import single_threaded
+
+        state = self.pipe.prepare(image)
+        x = read_audio(audio).mono()
+        with single_threaded():
+            session = self.pipe.session(state, replace(controls, steps=self.steps))
+            frames = (f.frame for c in [*chunked(x, 0.02), None]
+                      for f in (session.push(c) if c is not None else session.finish()))
+            n = write_video(output, frames, 25.0, audio=audio)
+        face = SimpleNamespace(landmarks=state.landmarks)
+        return SimpleNamespace(path=Path(output), fps=25.0, num_frames=n,
+                               portrait=SimpleNamespace(face=face), timings=session.timings)
+
+
+def quality(size: int, steps: list[int], hop: int, lookahead: int) -> dict:
+    from talkinghead.evaluation.generated import judge_on_real_speech
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
+
+    def figures(r) -> dict:
+        return {"lip_r": r.lipsync.offset_r, "offset_frames": r.lipsync.offset_frames,
+                "lipsync": r.lipsync.as_dict(),
+                "motion": r.stats.as_dict()}
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        offline = GeneratePipeline(GenerateConfig(mode="crop", crop_size=size))
+        out["offline"] = figures(judge_on_real_speech(offline, PORTRAIT, d, MotionControls(seed=0)))
+        for s in steps:
+            r = judge_on_real_speech(Streamed(size, s, hop, lookahead), PORTRAIT, d, MotionControls(seed=0))
+            out[f"streamed_steps{s}"] = figures(r)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=120.0, help="length of the live run")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--delay", type=float, default=0.24)
+    ap.add_argument("--hop", type=int, default=2)
+    ap.add_argument("--lookahead", type=int, default=3)
+    ap.add_argument("--size", type=int, default=384)
+    ap.add_argument("--skip-live", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--quality-steps", default="5,10")
+    ap.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "live.json"))
+    a = ap.parse_args()
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    res = {"cpus": os.cpu_count()}
+    if not a.skip_quality:
+        res["quality"] = quality(a.size, [int(s) for s in a.quality_steps.split(",")], a.hop, a.lookahead)
+        for k, v in res["quality"].items():
+            m = v["motion"]
+            print(f"{k}: lip r {v['lip_r']}, blinks/s {m.get('blinks_per_second')}, "
+                  f"pose std {m.get('pose_std_deg')}", flush=True)
+    if not a.skip_live:
+        res["live"] = live(a.seconds, a.steps, a.delay, a.hop, a.lookahead, a.size)
+        print(json.dumps(res["live"], indent=1), flush=True)
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.output).write_text(json.dumps(res, indent=1, default=float))
+    print(f"wrote {a.output}")
+
+
+if __name__ == "__main__":
+    main()
