@@ -51,24 +51,15 @@ def looped_speech(seconds: float) -> np.ndarray:
 
 
 async def _live_run(stream, samples: np.ndarray, rss: list) -> None:
-    from talkinghead.pipelines.stream import chunked
-
-    async def feed():
-        start, done = time.perf_counter(), 0
-        for chunk in chunked(samples, 0.02):
-            done += len(chunk)
-            wait = start + done / 16000 - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            stream.feed(chunk)
-        stream.close()
+    from talkinghead.serve.live import feed_realtime
 
     async def sample_rss():
         while True:
             rss.append((time.perf_counter(), rss_mib()))
             await asyncio.sleep(1.0)
 
-    feeder, sampler = asyncio.create_task(feed()), asyncio.create_task(sample_rss())
+    feeder = asyncio.create_task(feed_realtime(stream, samples))
+    sampler = asyncio.create_task(sample_rss())
     async for _ in stream.frames():
         pass
     await feeder

@@ -166,14 +166,11 @@ class LiveStream:
         worker.join()
 
 
-async def play_file(stream: LiveStream, path: str, chunk_s: float = CHUNK_S) -> None:
-    """Feed an audio file into `stream` in real time, chunk by chunk, as if spoken live."""
-    from talkinghead.pipelines.generate import load_speech
+async def feed_realtime(stream: LiveStream, samples: np.ndarray, chunk_s: float = CHUNK_S) -> None:
+    """Feed 16 kHz samples into `stream` in real time, chunk by chunk, then end the input."""
     from talkinghead.pipelines.stream import chunked
 
-    samples = (await asyncio.to_thread(load_speech, path)).mono()
-    start = time.perf_counter()
-    done = 0
+    start, done = time.perf_counter(), 0
     for chunk in chunked(samples, chunk_s):
         done += len(chunk)
         wait = start + done / 16000 - time.perf_counter()
@@ -181,6 +178,14 @@ async def play_file(stream: LiveStream, path: str, chunk_s: float = CHUNK_S) -> 
             await asyncio.sleep(wait)
         stream.feed(chunk)
     stream.close()
+
+
+async def play_file(stream: LiveStream, path: str, chunk_s: float = CHUNK_S) -> None:
+    """An audio file played into `stream` as if spoken live."""
+    from talkinghead.pipelines.generate import load_speech
+
+    samples = (await asyncio.to_thread(load_speech, path)).mono()
+    await feed_realtime(stream, samples, chunk_s)
 
 
 class LiveService:
