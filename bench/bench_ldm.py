@@ -1,0 +1,148 @@
+"""Latent diffusion renderers (DiffTalk, FD2Talk's frame UNet) on CPU: time per frame and memory
+in the audio's length. Not a test; figures go to bench/results/ldm.json.
+
+1. Speed: both renderers at the CPU configs' widths (configs/difftalk/vae.cpu.json, configs/
+   {difftalk,fd2talk_render}/unet.cpu.json) with random weights (the cost does not depend on
+   training), face crops of 64 and 128 px, 10 DDIM steps, through the renderer interface on the
+   bundled portrait, pasted back into it: seconds per frame.
+2. Memory: peak RSS of a fresh process that streams DiffTalk's frames (progressive reference,
+   debug widths, 1 DDIM step so that minutes of audio finish) for a short and a long clip; the
+   frames are never held, so the two peaks should match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MEL_DIM = 320
+
+
+def make_checkpoint(out: Path, renderer: str, size: int, debug: bool = False) -> Path:
+    """A random-weight checkpoint (vae/ + unet/) of `renderer` at `size` px from our configs."""
+    import torch
+
+    from talkinghead.io.checkpoint import config_from, save_model
+    from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae, vae_checkpoint_config
+    from talkinghead.training.ldm_tasks import MODEL_NAMES, RENDERERS
+
+    torch.manual_seed(0)
+    tag = ".debug" if debug else ".cpu"
+    vraw = json.loads((ROOT / f"configs/difftalk/vae{tag}.json").read_text())["model"]
+    vcfg = config_from(VAEConfig, {**vraw, "size": size})
+    save_model(out / "vae", build_vae(vcfg), vae_checkpoint_config(vcfg))
+    folder = "difftalk" if renderer == "difftalk" else "fd2talk_render"
+    uraw = json.loads((ROOT / f"configs/{folder}/unet{tag}.json").read_text())["model"]
+    cls, model = RENDERERS[renderer]
+    f = 2 ** (len(vcfg.channels) - 1)
+    cfg = config_from(cls, {**uraw, "latent_channels": vcfg.latent_channels, "latent_size": size // f,
+                            **({"audio_dim": MEL_DIM} if renderer == "difftalk" else {})})
+    save_model(out / "unet", model(cfg), {**cfg.__dict__, "model": MODEL_NAMES[renderer], "size": size,
+                                          "latent_scale": 1.0, "feature": "mel", "crop_expand": 1.6})
+    return out
+
+
+def _inputs(seconds: float):
+    from talkinghead.render.base import RenderInputs
+    from talkinghead.types import AudioClip, Motion
+
+    n = int(round(seconds * 25))
+    t = np.arange(int(seconds * 16000)) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    z = np.zeros
+    motion = Motion(z((n, 52)), z((n, 3)), z((n, 3)), np.ones(n), np.full((n, 2), 0.3), relative=True)
+    return motion, RenderInputs(clip=AudioClip(wave[None], 16000), progress=False)
+
+
+def _renderer(name: str, ckpt: Path, steps: int):
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.io.image import read_image
+    from talkinghead.render.base import RenderOptions, get_renderer
+
+    image = read_image(ROOT / "talkinghead/assets/sample/portrait.jpg")
+    with FaceLandmarker() as lm:
+        face = analyze_portrait(image, "portrait", lm)
+    r = get_renderer(name, RenderOptions(steps=steps, checkpoints={name: str(ckpt)}))
+    return r, r.prepare(image, face)
+
+
+def speed(work: Path, sizes=(64, 128), frames: int = 8, steps: int = 10) -> list[dict]:
+    import torch
+
+    out = []
+    for size in sizes:
+        for name, reg in (("difftalk", "difftalk"), ("fd2talk-render", "fd2talk")):
+            ckpt = make_checkpoint(work / f"{name}{size}", name, size)
+            r, state = _renderer(reg, ckpt, steps)
+            motion, inputs = _inputs(frames / 25)
+            t0, c0 = time.perf_counter(), time.process_time()
+            n = sum(1 for _ in r.frames(state, motion, inputs))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            params = sum(p.numel() for p in r.model.parameters())
+            out.append({"renderer": reg, "size": size, "steps": steps, "frames": n, "unet_params": params,
+                        "s_per_frame": wall / n, "cpu_s_per_frame": cpu / n, "threads": torch.get_num_threads()})
+            print(f"{reg:9s} {size:4d} px: {wall / n:.3f} s/frame wall, {cpu / n:.3f} s CPU "
+                  f"({params / 1e6:.2f} M UNet params)", flush=True)
+    return out
+
+
+def child(seconds: float, ckpt: str) -> None:
+    """Run in a fresh process: stream DiffTalk's frames; print peak RSS (MiB) before and after."""
+    r, state = _renderer("difftalk", Path(ckpt), 1)
+    motion, inputs = _inputs(seconds)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    n = sum(1 for _ in r.frames(state, motion, inputs))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"audio_seconds": seconds, "frames": n, "before_mib": before, "peak_rss_mib": peak,
+                      "wall_s": time.perf_counter() - t0}))
+
+
+def memory(work: Path, lengths: tuple[float, ...]) -> list[dict]:
+    ckpt = make_checkpoint(work / "mem", "difftalk", 64, debug=True)
+    out = []
+    for s in lengths:
+        res = subprocess.run([sys.executable, __file__, "--child", str(s), str(ckpt)], capture_output=True,
+                             text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(f"{s:6.0f} s of audio: {out[-1]['frames']} frames, peak RSS {out[-1]['peak_rss_mib']:.0f} MiB "
+              f"({out[-1]['wall_s']:.0f} s)", flush=True)
+    return out
+
+
+def main() -> None:
+    import tempfile
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--lengths", type=float, nargs="+", default=[10, 300], help="audio seconds (memory)")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/ldm.json"))
+    a = ap.parse_args()
+    if a.child:
+        return child(float(a.child[0]), a.child[1])
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} on {os.cpu_count()} cores", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        res = {"load_average": load, "speed": speed(Path(tmp), tuple(a.sizes)),
+               "memory": memory(Path(tmp), tuple(a.lengths))}
+    m = res["memory"]
+    res["memory_ratio_long_vs_short"] = m[-1]["peak_rss_mib"] / m[0]["peak_rss_mib"]
+    res["load_average_end"] = os.getloadavg()
+    print(f"peak RSS ratio {m[-1]['audio_seconds']:.0f} s vs {m[0]['audio_seconds']:.0f} s: "
+          f"{res['memory_ratio_long_vs_short']:.3f}")
+    Path(a.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
