@@ -47,16 +47,18 @@ def options(crop: int | None) -> dict:
     return {"crop": True, "size": crop} if crop else {}
 
 
-def serve_run(workers: int, jobs: int, audio: Path, crop: int | None, data: Path) -> dict:
+def serve_run(workers: int, jobs: int, audio: Path, crop: int | None, data: Path,
+              threads: int | None = None) -> dict:
     """Start a server, warm each worker with one job, then time `jobs` submitted at once."""
     from talkinghead.serve.client import Client
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "talkinghead", "serve", "--port", str(port),
                              "--data", str(data), "--workers", str(workers), "-q",
-                             "--threads", str(max(1, os.cpu_count() // workers))],
+                             "--threads", str(threads or max(1, os.cpu_count() // workers))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     c = Client(f"http://127.0.0.1:{port}")
+    load0 = os.getloadavg()[0]
     try:
         assert c.healthy(120), "server did not start"
         files = {"image": SAMPLE / "portrait.jpg", "audio": audio}
@@ -74,7 +76,8 @@ def serve_run(workers: int, jobs: int, audio: Path, crop: int | None, data: Path
         done = [c.wait(i, 3600) for i in ids]
         wall = time.perf_counter() - t
         assert all(d["status"] == "done" for d in done), [d["error"] for d in done]
-        return {"workers": workers, "jobs": jobs, "wall_s": round(wall, 1),
+        return {"workers": workers, "jobs": jobs, "wall_s": round(wall, 1), "load_before_after":
+                [round(load0, 1), round(os.getloadavg()[0], 1)],
                 "jobs_per_min": round(jobs / wall * 60, 2), "single_latency_s": round(latency, 2),
                 "single_pipeline_s": single["timings"]["total"]}
     finally:
@@ -95,14 +98,17 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--jobs", type=int, default=4)
     p.add_argument("--crop", type=int, help="crop size (default: full image, as the CLI's default)")
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         audio = make_clip(a.seconds, tmp / "clip.wav")
         cli = cli_run(audio, a.crop, tmp / "cli.mp4")
-        runs = [serve_run(w, a.jobs, audio, a.crop, tmp / f"data{w}") for w in (1, 2)]
+        runs = [serve_run(w, a.jobs, audio, a.crop, tmp / f"data{w}", a.threads) for w in (1, 2)]
     load = os.getloadavg()
-    result = {"clip_seconds": a.seconds, "crop": a.crop, "cli_wall_s": round(cli, 2), "runs": runs,
+    result = {"clip_seconds": a.seconds, "crop": a.crop,
+              "threads_per_worker": a.threads or "cores/workers", "cli_wall_s": round(cli, 2),
+              "runs": runs,
               "api_latency_over_cli": round(runs[0]["single_latency_s"] / cli, 3),
               "api_overhead_s": round(runs[0]["single_latency_s"] - runs[0]["single_pipeline_s"], 2),
               "speedup_2_workers": round(runs[1]["jobs_per_min"] / runs[0]["jobs_per_min"], 2),
@@ -114,7 +120,8 @@ def main() -> None:
     for r in runs:
         print(f"serve --workers {r['workers']}: {r['jobs_per_min']:.2f} jobs/min ({r['jobs']} jobs in "
               f"{r['wall_s']:.0f} s); one job on a warm server {r['single_latency_s']:.1f} s "
-              f"end to end, {r['single_pipeline_s']:.1f} s in the pipeline")
+              f"end to end, {r['single_pipeline_s']:.1f} s in the pipeline (load average "
+              f"{r['load_before_after'][0]} -> {r['load_before_after'][1]})")
     print(f"API overhead (end to end - pipeline): {result['api_overhead_s']:.2f} s; "
           f"API latency / CLI wall: {result['api_latency_over_cli']:.2f}; "
           f"2 workers / 1 worker: {result['speedup_2_workers']:.2f}x")
