@@ -87,7 +87,7 @@ def live(seconds: float, steps: int, delay: float, hop: int, lookahead: int, siz
             "crop": size, **s, "rss_mib_first_10pct": float(np.mean(mem[:tenth])),
             "rss_mib_last_10pct": float(np.mean(mem[-tenth:])), "rss_mib_max": float(max(mem)),
             "cpu_s_per_audio_s": cpu / seconds,
-            "stage_wall_s_per_audio_s": {k: v / seconds for k, v in session.timings.items()},
+            "stage_s_per_audio_s": {k: v / seconds for k, v in session.timings.items()},
             "load_before": load0, "load_after": load()}
 
 
@@ -133,11 +133,15 @@ def quality(size: int, steps: list[int], hop: int, lookahead: int) -> dict:
 
     out = {}
     with tempfile.TemporaryDirectory() as d:
-        offline = GeneratePipeline(GenerateConfig(mode="crop", crop_size=size))
-        out["offline"] = figures(judge_on_real_speech(offline, PORTRAIT, d, MotionControls(seed=0)))
-        for s in steps:
-            r = judge_on_real_speech(Streamed(size, s, hop, lookahead), PORTRAIT, d, MotionControls(seed=0))
-            out[f"streamed_steps{s}"] = figures(r)
+        runs = [("offline", GeneratePipeline(GenerateConfig(mode="crop", crop_size=size)))]
+        runs += [(f"streamed_steps{s}", Streamed(size, s, hop, lookahead)) for s in steps]
+        for name, pipe in runs:
+            t, c = time.perf_counter(), time.process_time()
+            out[name] = figures(judge_on_real_speech(pipe, PORTRAIT, d, MotionControls(seed=0)))
+            out[name].update(wall_s=time.perf_counter() - t, cpu_s=time.process_time() - c, load=load())
+            m = out[name]["motion"]
+            print(f"{name}: lip r {out[name]['lip_r']:.3f} (offset {out[name]['offset_frames']}), "
+                  f"blinks/s {m['blinks_per_second']:.2f}, pose std {m['pose_std_deg']:.2f} deg", flush=True)
     return out
 
 
@@ -151,17 +155,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
-    ap.add_argument("--quality-steps", default="5,10")
+    ap.add_argument("--quality-steps", default="5", help="streamed runs' sampling steps, e.g. 5,10")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "live.json"))
     a = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
     res = {"cpus": os.cpu_count()}
     if not a.skip_quality:
         res["quality"] = quality(a.size, [int(s) for s in a.quality_steps.split(",")], a.hop, a.lookahead)
-        for k, v in res["quality"].items():
-            m = v["motion"]
-            print(f"{k}: lip r {v['lip_r']}, blinks/s {m.get('blinks_per_second')}, "
-                  f"pose std {m.get('pose_std_deg')}", flush=True)
     if not a.skip_live:
         res["live"] = live(a.seconds, a.steps, a.delay, a.hop, a.lookahead, a.size)
         print(json.dumps(res["live"], indent=1), flush=True)

@@ -85,7 +85,9 @@ class StreamMotion:
         self.buf = np.zeros(0, np.float32)
         self.buf_start = 0               # absolute sample index of buf[0]
         self.next_frame = 0
-        self.timings = {"features": 0.0, "motion": 0.0}
+        # wall seconds per stage, and the worker thread's CPU seconds ("*_cpu": what the stage
+        # costs on a core of its own, whatever else the machine runs)
+        self.timings = {"features": 0.0, "motion": 0.0, "features_cpu": 0.0, "motion_cpu": 0.0}
 
     @property
     def received(self) -> int:
@@ -123,12 +125,12 @@ class StreamMotion:
     def _hop(self, end: int, emit: int) -> Motion:
         cfg, fs = self.config, self.config.frame_samples
         first = self.next_frame
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         s1 = end * fs
         s0 = max(0, s1 - self.feature_samples)
         feats = self.extractor.frames(self.samples(s0, s1), cfg.fps, (s1 - s0) // fs)  # (N, A)
         window = feats[-(self.model.known + end - first):]                             # (K+H+L, A)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         expr, pose = self.model.step(window, first, emit)
         motion = to_motion(expr, pose, cfg.fps)
         if cfg.gate:
@@ -140,6 +142,8 @@ class StreamMotion:
         motion = still(motion) if cfg.still else motion
         self.timings["features"] += t1 - t0
         self.timings["motion"] += time.perf_counter() - t1
+        self.timings["features_cpu"] += c1 - c0
+        self.timings["motion_cpu"] += time.thread_time() - c1
         self.next_frame += emit
         return motion
 
@@ -162,15 +166,16 @@ class StreamSession:
         self.renderer, self.state, self.motion = renderer, state, motion
         self.emitted = 0
         self.timings = motion.timings
-        self.timings.setdefault("render", 0.0)
+        self.timings.update(render=0.0, render_cpu=0.0)
 
     def _frames(self, hops: list[Motion]) -> list[StreamFrame]:
         out, fs = [], self.motion.config.frame_samples
         for m in hops:
             for i in range(len(m)):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.thread_time()
                 frame = self.renderer.render(self.state, m[i])
                 self.timings["render"] += time.perf_counter() - t
+                self.timings["render_cpu"] += time.thread_time() - c
                 f = self.emitted
                 out.append(StreamFrame(f, frame, self.motion.samples(f * fs, (f + 1) * fs), m[i]))
                 self.emitted += 1
