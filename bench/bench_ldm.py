@@ -126,6 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    ap.add_argument("--frames", type=int, default=8, help="frames timed per renderer and size")
     ap.add_argument("--lengths", type=float, nargs="+", default=[10, 300], help="audio seconds (memory)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/ldm.json"))
     a = ap.parse_args()
@@ -134,7 +135,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        res = {"load_average": load, "speed": speed(Path(tmp), tuple(a.sizes)),
+        res = {"load_average": load, "speed": speed(Path(tmp), tuple(a.sizes), a.frames),
                "memory": memory(Path(tmp), tuple(a.lengths))}
     m = res["memory"]
     res["memory_ratio_long_vs_short"] = m[-1]["peak_rss_mib"] / m[0]["peak_rss_mib"]

@@ -287,6 +287,11 @@ def test_renderers_stream_chunk_independent_frames(checkpoint, portrait, portrai
     assert base.shape == (n, 32, 32, 3)
     assert np.array_equal(out(other, speech), base)
     assert np.abs(out(motion, silence).astype(int) - base).max() > 0
+    # masked z_T: only the mouth box's latent cells are generated, the rest is the portrait's
+    z = next(d.latents(dstate, motion, np.random.default_rng(0).random((n, 320), np.float32), 0))
+    keep = 1 - dstate.extra["mouth"]
+    assert 0 < keep.mean() < 1 and torch.equal(z * keep, dstate.z * keep)
+    assert not torch.equal(z, dstate.z)
 
 
 @pytest.mark.slow

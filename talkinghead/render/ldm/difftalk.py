@@ -14,7 +14,9 @@ Portraits Animation", CVPR 2023; ../shared/papers/difftalk.txt, Sec. 3).
   along `landmark_rays` directions), so training shards and portraits give the same feature.
 - C_l = [a; l] is the key/value of the UNet's cross-attentions (projected to `cond_tokens` tokens).
 - Progressive reference at inference (Sec. 3.3, Fig. 4): frame i+1's reference is frame i's
-  output (its latent), the first frame's is the portrait.
+  output (its latent), the first frame's is the portrait. "Masked z_T" (Sec. 3.3): only the
+  latent cells of the mouth box are generated; every DDIM step's x0 estimate keeps the
+  portrait's latent elsewhere.
 
 The UNet predicts epsilon (LDM). In `generate`, the masked frame and the landmarks are the
 portrait's: DiffTalk re-synthesises the mouth from the audio; head pose and blinks of the Motion
@@ -52,6 +54,17 @@ def mask_mouth(x: torch.Tensor, box: tuple[float, float, float, float]) -> torch
     x0, y0, x1, y1 = (int(round(v * s)) for v in box)
     out = x.clone()
     out[..., y0:y1, x0:x1] = 0
+    return out
+
+
+def latent_box(h: int, box: tuple[float, float, float, float]) -> torch.Tensor:
+    """(1, 1, h, h): 1 on the latent cells that the mouth box touches, else 0."""
+    import math
+
+    x0, y0 = (math.floor(v * h) for v in box[:2])
+    x1, y1 = (math.ceil(v * h) for v in box[2:])
+    out = torch.zeros(1, 1, h, h)
+    out[..., y0:y1, x0:x1] = 1
     return out
 
 
@@ -131,6 +144,7 @@ class DiffTalkRenderer(LDMRenderer):
     name = "difftalk"
     model_name = "difftalk"
     progressive = True                    # Sec. 3.3; False: the portrait is every frame's reference
+    inpaint = True                        # Sec. 3.3 "masked z_T": only the mouth box is generated
 
     def build(self, fields: dict) -> DiffTalkUNet:
         return build_difftalk(fields)
@@ -142,8 +156,9 @@ class DiffTalkRenderer(LDMRenderer):
 
         cfg = self.model.config
         outline = outline_features((src.masks & FACE_BIT) > 0, cfg.landmark_rays)
-        return {"z_masked": encode(self.vae, mask_mouth(src.crop, cfg.mouth_box), self.scale),
-                "outline": torch.from_numpy(outline)[None]}
+        z_masked = encode(self.vae, mask_mouth(src.crop, cfg.mouth_box), self.scale)
+        box = latent_box(z_masked.shape[-1], cfg.mouth_box)
+        return {"z_masked": z_masked, "outline": torch.from_numpy(outline)[None], "mouth": box}
 
     @torch.no_grad()
     def latents(self, src: LDMSource, motion: Motion, audio: np.ndarray, seed: int) -> Iterator[torch.Tensor]:
@@ -158,7 +173,9 @@ class DiffTalkRenderer(LDMRenderer):
             b = len(frames)
             zm, out = src.extra["z_masked"].expand(b, -1, -1, -1), src.extra["outline"].expand(b, -1)
             zr = ref.expand(b, -1, -1, -1)
-            z = self.sample(lambda x, t: self.model(x, t, zm, zr, win, out), frame_noise(src.z.shape[1:], frames, seed))
+            known = (src.extra["mouth"], src.z) if self.inpaint else None
+            z = self.sample(lambda x, t: self.model(x, t, zm, zr, win, out), frame_noise(src.z.shape[1:], frames, seed),
+                            known)
             if self.progressive:
                 ref = z
             yield z

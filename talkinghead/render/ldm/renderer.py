@@ -151,11 +151,18 @@ class LDMRenderer:
             yield (self.paste(src, img) if self.mode == "full"
                    else cv2.resize(img, (self.crop_size, self.crop_size), interpolation=cv2.INTER_CUBIC))
 
-    def sample(self, denoise, noise: torch.Tensor) -> torch.Tensor:
-        """DDIM (talkinghead.diffusion) over `denoise(x_t, t) -> network prediction`."""
+    def sample(self, denoise, noise: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """DDIM (talkinghead.diffusion) over `denoise(x_t, t) -> network prediction`. known =
+        (mask, z): where mask is 0, every step's x0 estimate is replaced by z (inpainting: only
+        the masked region is generated)."""
         from talkinghead.diffusion.samplers import ddim
         from talkinghead.render.ldm.unet import schedule_of, to_x0
 
         schedule = schedule_of(self.model.config)
         acp, pred = schedule.alphas_cumprod, self.model.config.prediction
-        return ddim(lambda x, t: to_x0(denoise(x, t), x, t, acp, pred), noise, schedule, self.steps)
+
+        def x0(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            est = to_x0(denoise(x, t), x, t, acp, pred)
+            return est if known is None else known[0] * est + (1 - known[0]) * known[1]
+
+        return ddim(x0, noise, schedule, self.steps)
