@@ -247,14 +247,103 @@ def _keep_frame(frames_dir: Path, clip: str, t: int, real: np.ndarray, out: np.n
                                                "teeth_real": res.teeth_real}))
 
 
+# -- pictures for docs/ ---------------------------------------------------------------------
+def _mouth_crop(img: np.ndarray, pts: np.ndarray, size: int = 160) -> np.ndarray:
+    from talkinghead.face import regions as R
+
+    return crop(img, square_box(pts[list(R.LIPS), :2], 0.35, img.shape[:2]), size)
+
+
+def figure_mouths(before: Path, after: Path, dest: Path, per_clip: int = 3) -> None:
+    """real | before | after mouth crops of the saved frames with the widest real mouths."""
+    import cv2
+
+    from talkinghead.face import regions as R
+    from talkinghead.face.landmarker import FaceLandmarker
+
+    read = lambda p: cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)  # noqa: E731
+    rows = []
+    with FaceLandmarker() as lm:
+        for clip in DEV_CLIPS + HELD_OUT:
+            d = Path(clip).stem
+            scored = []
+            for real_p in sorted((after / d).glob("*_real.png")):
+                faces = lm.detect(read(real_p))
+                if faces:
+                    scored.append((R.mouth_opening(faces[0].landmarks), real_p, faces[0].landmarks))
+            for _, real_p, pts in sorted(scored, key=lambda x: -x[0])[:per_clip]:
+                t = real_p.name.split("_")[0]
+                ims = [read(real_p), read(before / d / f"{t}_out.png"), read(after / d / f"{t}_out.png")]
+                rows.append(np.hstack([_mouth_crop(i, pts) for i in ims]))
+    _save_grid(rows, dest, "real | before | after (self-reenactment, widest mouths)")
+
+
+def _save_grid(rows: list[np.ndarray], dest: Path, title: str) -> None:
+    import cv2
+
+    grid = np.vstack(rows)
+    bar = np.full((24, grid.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, title, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.imwrite(str(dest), cv2.cvtColor(np.vstack([bar, grid]), cv2.COLOR_RGB2BGR))
+    print(f"wrote {dest.relative_to(ROOT)}")
+
+
+def figure_renders(dest_eyes: Path, dest_open: Path) -> None:
+    """Blink close-up (closure 0, 0.5, 1; gaze left/right) and mouths opened by the renderer on
+    the bundled sample (own teeth) and on a closed-mouth portrait (bank teeth)."""
+    from talkinghead.assets import SAMPLE_DIR, asset_path
+    from talkinghead.face import regions as R
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.io.image import read_image
+    from talkinghead.io.video import iter_frames
+    from talkinghead.render.geometric import GeometricRenderer
+    from talkinghead.types import BS, Motion
+
+    def frame(**coeffs: float) -> Motion:
+        b = np.zeros((1, 52))
+        for k, v in coeffs.items():
+            b[0, BS[k]] = v
+        return Motion(b, np.zeros((1, 3)), np.zeros((1, 3)), np.ones(1), np.zeros((1, 2)),
+                      relative=True)
+
+    sample = read_image(SAMPLE_DIR / "portrait.jpg")
+    closed = next(iter_frames(asset_path("WolfgangLanger_Pexels.mp4")))
+    r = GeometricRenderer()
+    with FaceLandmarker() as lm:
+        faces = [analyze_portrait(im, n, lm) for im, n in ((sample, "sample"), (closed, "closed"))]
+    st = r.prepare(sample, faces[0])
+    eye = list(R.LEFT_EYE_UPPER + R.LEFT_EYE_LOWER + R.LEFT_BROW)
+    pts = faces[0].landmarks
+    box = square_box(pts[eye, :2], 0.15, sample.shape[:2])
+    looks = [frame(eyeBlinkLeft=v, eyeBlinkRight=v) for v in (0.0, 0.5, 1.0)]
+    looks += [frame(eyeLookOutLeft=0.6, eyeLookInRight=0.6), frame(eyeLookInLeft=0.6, eyeLookOutRight=0.6)]
+    _save_grid([np.hstack([crop(r.render(st, m), box, 160) for m in looks])], dest_eyes,
+               "blink 0 / 0.5 / 1, gaze right / left")
+    rows = []
+    for im, face in zip((sample, closed), faces):
+        st = r.prepare(im, face)
+        ms = [frame(), frame(jawOpen=0.35), frame(jawOpen=0.7),
+              frame(mouthSmileLeft=0.6, mouthSmileRight=0.6, mouthUpperUpLeft=0.6,
+                    mouthUpperUpRight=0.6, mouthLowerDownLeft=0.4, mouthLowerDownRight=0.4)]
+        rows.append(np.hstack([_mouth_crop(r.render(st, m), face.landmarks, 200) for m in ms]))
+    _save_grid(rows, dest_open, "source / jawOpen 0.35 / 0.7 / smile (sample: own teeth; "
+               "closed-mouth portrait: bank teeth)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=Path, help="save real/output frames here (for docs)")
     ap.add_argument("--label", default="current")
     ap.add_argument("--clips", nargs="*", default=list(DEV_CLIPS + HELD_OUT))
     ap.add_argument("--lip-raise", type=float, help="experiment: the rig's lip_raise_cm")
+    ap.add_argument("--figures", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                    help="only draw docs/realism*.png from two --frames folders")
     args = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
+    if args.figures:
+        figure_mouths(*args.figures, ROOT / "docs" / "realism_mouths.png")
+        figure_renders(ROOT / "docs" / "realism_eyes.png", ROOT / "docs" / "realism_open.png")
+        return
     name, metric = perceptual_metric()
     config = None
     if args.lip_raise is not None:

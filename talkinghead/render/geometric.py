@@ -46,7 +46,8 @@ class RenderConfig:
     blink_gamma: float = 0.8             # blendshape delta -> lid closure curve
     seal_gain: float = 0.0               # mouthPress delta -> share of the lip gap closed (0: off)
     regularization: float = 2e-4
-    rig: RigConfig = RigConfig()
+    # lips part as far as the face model reads mouthUpperUp/LowerDown on real smiles (#10)
+    rig: RigConfig = RigConfig(lip_raise_cm=0.8)
 
 
 @dataclass

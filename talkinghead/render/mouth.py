@@ -18,14 +18,14 @@ exposure) and blurred to its resolution. Without the bank a plain band stands in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from talkinghead.face import regions as R
 from talkinghead.render.teeth import (COLS, ROWS, MouthBank, MouthTexture, extract_texture,
                                       face_reference, load_bank, mouth_frame, smile_of,
-                                      teeth_fraction)
+                                      teeth_fraction, upper_extent)
 
 SKULL = (1, 4, 5, 6, 168, 195, 197, 33, 133, 263, 362)  # points that move with the skull only
 
@@ -67,27 +67,34 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray, bank: MouthBank | None
     """Colours and textures of the portrait's mouth. `bank`: True loads the default bank;
     `own`: keep the portrait's own teeth when it shows them."""
     lip = _lip_colour(image, landmarks)
-    cavity = np.clip(lip * 0.28 + np.array([8.0, 0.0, 2.0]), 0, 255)
+    cavity = np.clip(lip * 0.2 + np.array([6.0, 0.0, 2.0]), 0, 255)
     teeth = np.clip(0.15 * lip + np.array([190.0, 184.0, 172.0]), 0, 255)
     mf = mouth_frame(landmarks)
     width = mf.width if mf is not None else 1.0
     own_tex = None
     if own and R.mouth_opening(landmarks) >= 0.06 and teeth_fraction(image, landmarks) >= 0.2:
         own_tex = extract_texture(image, landmarks, relative=False, origin="portrait")
+    ref = face_reference(image, landmarks)
     textures: tuple[MouthTexture, ...] = ()
-    if own_tex is None:
+    if own_tex is not None:
+        own_tex = replace(own_tex, upper=upper_extent(own_tex.tex, own_tex.gap, ref))
+    else:
         if bank is True:
             bank = load_bank()
-        ref = face_reference(image, landmarks)
         if isinstance(bank, MouthBank):
-            textures = tuple(MouthTexture(_fit(np.clip(t.tex * ref, 0, 255), width), t.gap,
-                                          t.opening, t.smile, t.origin) for t in bank.textures)
+            textures = tuple(_adapt(t, ref, width) for t in bank.textures)
         else:
             textures = (plain_texture(teeth, cavity),)
     f32 = np.float32
     return MouthStyle(lip.astype(f32), cavity.astype(f32), teeth.astype(f32), own_tex, textures,
                       landmarks[list(SKULL), :2].astype(f32),
                       landmarks[list(R.LIPS_INNER_UPPER), :2].astype(f32))
+
+
+def _adapt(t: MouthTexture, ref: np.ndarray, width: float) -> MouthTexture:
+    """A bank exemplar in this portrait's colours (relative to its skin) and resolution."""
+    tex = _fit(np.clip(t.tex * ref, 0, 255).astype(np.float32), width)
+    return replace(t, tex=tex, upper=upper_extent(tex, t.gap, ref))
 
 
 def plain_texture(teeth: np.ndarray, cavity: np.ndarray) -> MouthTexture:
@@ -170,13 +177,14 @@ def _composite(frame: np.ndarray, mf, tex: MouthTexture, strength: float, style:
     d, e = (b - top) / mf.width, (b_lo - b) / mf.width                 # in mouth widths
     col = np.clip(a * COLS - 0.5, 0, COLS - 1)
     g = np.interp(col, np.arange(COLS), tex.gap)
-    upper = d <= e
-    row_w = np.where(upper, np.maximum(d, 0.02), g - e)                # texture row, in widths
-    valid = np.where(upper, d <= 0.5 * g, e <= 0.5 * g) & (row_w < ROWS / COLS)
+    ext = np.interp(col, np.arange(COLS), tex.upper) if tex.upper is not None else 0.5 * g
+    upper = d <= ext                                                   # upper teeth in front
+    row_w = np.where(upper, np.maximum(d, 0.03), g - e)                # texture row, in widths
+    valid = (upper | (e <= g - ext)) & (row_w < ROWS / COLS)
     sample = cv2.remap(tex.tex, col.astype(np.float32),
                        (row_w * COLS - 0.5).astype(np.float32), cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REPLICATE)
-    color = np.where(valid[..., None], sample, _cavity(a, e, g, style))
+    color = np.where(valid[..., None], sample, _cavity(a, e, g - ext, style))
     # lips shade what is right behind them
     d_lip = (b - b_up) / mf.width
     shade = (0.6 + 0.4 * np.clip(d_lip / 0.05, 0, 1)) * (0.8 + 0.2 * np.clip(e / 0.04, 0, 1))
@@ -186,11 +194,12 @@ def _composite(frame: np.ndarray, mf, tex: MouthTexture, strength: float, style:
     frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + color * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
-def _cavity(a: np.ndarray, e: np.ndarray, g: np.ndarray, style: MouthStyle) -> np.ndarray:
-    """(h, w, 3) oral cavity: dark, darker at depth and in the corners; tongue behind the lower
-    teeth (the first 0.12 mouth widths above them)."""
+def _cavity(a: np.ndarray, e: np.ndarray, lower: np.ndarray, style: MouthStyle) -> np.ndarray:
+    """(h, w, 3) oral cavity: dark, darker at depth and in the corners; the tongue rises behind
+    the lower teeth (`lower`: their height, in widths) for 0.15 mouth widths, lit from above."""
     across = np.sin(np.pi * np.clip(a, 0.0, 1.0))
-    depth = (0.5 + 0.5 * across)[..., None]
-    tongue = (np.clip(1.0 - (e - 0.5 * g) / 0.12, 0.0, 1.0) * np.clip((across - 0.3) / 0.4, 0, 1))
-    tongue_c = style.lip * 0.62
+    depth = (0.45 + 0.55 * across)[..., None]
+    rise = np.clip(1.0 - (e - lower) / 0.15, 0.0, 1.0)
+    tongue = np.sqrt(rise) * np.clip((across - 0.2) / 0.4, 0, 1)
+    tongue_c = style.lip * (0.45 + 0.25 * (1.0 - rise))[..., None]
     return (style.cavity * (1 - tongue[..., None]) + tongue_c * tongue[..., None]) * depth

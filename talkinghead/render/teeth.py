@@ -42,6 +42,27 @@ class MouthTexture:
     opening: float       # gap at the middle, in mouth widths
     smile: float         # corner lift over mouth width (positive: corners above the middle)
     origin: str = ""     # where it came from
+    upper: np.ndarray | None = None  # (COLS,) rows of upper teeth under the lip, in widths
+
+
+def upper_extent(tex: np.ndarray, gap: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(COLS,) how far the upper teeth reach below the upper lip, in mouth widths: the first run
+    of bright, unsaturated rows (teeth) from the top of each column (half the gap where none)."""
+    from scipy.ndimage import median_filter
+
+    lum = tex.mean(-1)                                                  # (ROWS, COLS)
+    sat = (tex.max(-1) - tex.min(-1)) / np.maximum(lum, 1e-3)
+    teeth = (lum >= 0.9 * float(np.mean(ref))) & (sat <= 0.35)
+    rows = np.arange(ROWS)[:, None]
+    teeth &= rows < gap[None, :] * COLS
+    ext = np.full(COLS, np.nan)
+    for j in range(COLS):
+        hit = np.flatnonzero(teeth[:, j])
+        if len(hit) and hit[0] <= 0.3 * gap[j] * COLS + 2:              # starts under the lip
+            stop = np.flatnonzero(np.diff(hit) > 2)                      # first break in the run
+            ext[j] = (hit[stop[0]] if len(stop) else hit[-1]) + 1
+    ext = np.where(np.isnan(ext), 0.5 * gap, np.minimum(ext / COLS, gap))
+    return median_filter(ext, 9, mode="nearest").astype(np.float32)
 
 
 @dataclass(frozen=True)
