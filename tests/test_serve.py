@@ -4,6 +4,7 @@ the web app in headless Chromium."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -218,6 +219,11 @@ def test_bad_requests(tmp_path, media):
         assert list((data / "jobs").iterdir()) == [] and list((data / "tmp").iterdir()) == []
         assert not list(tmp_path.rglob("evil*"))
         assert c.call("GET", "/v1/health")[0] == 200
+        docs = c.call("GET", "/docs")[1].decode()           # OpenAPI docs, served without a CDN
+        assets = re.findall(r'(?:src|href)="([^"]+)"', docs)
+        assert assets and all(a.startswith("/docs-static/") for a in assets), assets
+        assert all(c.call("GET", a)[0] == 200 for a in assets)
+        assert "/v1/jobs" in json.loads(c.call("GET", "/openapi.json")[1])["paths"]
         # a valid job over the per-job timeout fails, and no video is left; while it runs, one
         # job waits and the next is refused (--max-queue 1)
         job = c.submit({"image": media / "portrait.jpg", "audio": media / "long.wav"}, SMALL)

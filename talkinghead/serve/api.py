@@ -132,13 +132,30 @@ def create_app(settings: Settings | None = None, backend=None):
         yield
         backend.stop()
 
-    app = FastAPI(title="talkinghead", version="1", lifespan=lifespan,
+    app = FastAPI(title="talkinghead", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Portrait + speech (or a driving video) -> talking video, as jobs.")
     app.state.backend, app.state.settings = backend, s
+    _docs(app)
     _errors(app)
     _routes(app, s, backend)
     app.add_middleware(BodyLimit, limit=int(s.max_upload_mb * 2**20))
     return app
+
+
+def _docs(app) -> None:
+    """OpenAPI docs at /docs from the swagger-ui-bundle package's files (no CDN: works offline)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="talkinghead API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon-32x32.png")
 
 
 def _warm() -> None:
