@@ -38,7 +38,8 @@ def _app(a: argparse.Namespace) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job-timeout", type=float, default=600.0, help="seconds per job")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per job runner (0: default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per job runner (0: the cores shared among the workers)")
 
 
 def add_parsers(sub) -> None:

@@ -11,6 +11,7 @@ Layout: DATA/jobs.sqlite3, DATA/jobs/<id>/{inputs, output.mp4}, DATA/tmp/ (uploa
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -77,6 +78,7 @@ class LocalBackend(Staging):
         self.wake = threading.Condition()
         self.stopping = threading.Event()
         self.workers, self.job_timeout, self.retention = workers, job_timeout, retention
+        threads = threads or max(1, (os.cpu_count() or 1) // workers)   # workers share the cores
         self.executors = [Executor(threads) for _ in range(workers)]
         self.running: dict[str, Executor] = {}
         self.threads: list[threading.Thread] = []
