@@ -107,6 +107,6 @@ def test_pipeline_drives_a_registered_renderer_without_knowing_it(tmp_path, port
 
 
 def test_cli_rejects_unknown_renderer(tmp_path, portrait_path, speech_path):
-    r = run_cli("generate", portrait_path, speech_path, "-o", tmp_path / "x.mp4", "--renderer", "nope")
+    r = run_cli("generate", "--image", portrait_path, "--audio", speech_path, "-o", tmp_path / "x.mp4", "--renderer", "nope")
     assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
     assert not (tmp_path / "x.mp4").exists()

@@ -98,3 +98,25 @@ def get_renderer(name: str, options: RenderOptions = RenderOptions()) -> Rendere
         raise InputError(f"unknown renderer {name!r}; choose one of {', '.join(_REGISTRY)}")
     factory = _REGISTRY[name]
     return (_resolve(factory) if isinstance(factory, str) else factory)(options)
+
+
+def paste_feathered(image: np.ndarray, box: tuple[int, int, int, int], crop: np.ndarray,
+                    feather: float = 0.08) -> np.ndarray:
+    """A generated square crop back into `image` at `box` (which may reach past the image),
+    blended over the box's outer `feather` fraction so no seam shows."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    h, w = image.shape[:2]
+    pad = max(0, -x0, -y0, x1 - w, y1 - h)
+    canvas = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="edge").astype(np.float32)
+    patch = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+
+    def ramp(n: int) -> np.ndarray:
+        return np.clip(np.minimum(np.arange(n), np.arange(n)[::-1]) / max(1.0, feather * n), 0, 1)
+
+    alpha = np.minimum(ramp(bh)[:, None], ramp(bw)[None, :])[..., None]
+    region = canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
+    canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad] = alpha * patch + (1 - alpha) * region
+    return np.clip(canvas[pad:pad + h, pad:pad + w] + 0.5, 0, 255).astype(np.uint8)

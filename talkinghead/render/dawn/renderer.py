@@ -18,7 +18,7 @@ import torch
 
 from talkinghead.errors import InputError
 from talkinghead.audio.features import AudioFeatures
-from talkinghead.render.base import RenderInputs
+from talkinghead.render.base import RenderInputs, paste_feathered
 from talkinghead.types import AudioClip, FaceAnalysis, Motion
 
 
@@ -121,22 +121,7 @@ class DawnRenderer:
 
     def paste(self, src: DawnSource, crop: np.ndarray) -> np.ndarray:
         """The generated crop back into the full portrait, feathered over the box's outer 8%."""
-        import cv2
-
-        x0, y0, x1, y1 = src.box
-        bw, bh = x1 - x0, y1 - y0                        # equal up to rounding
-        h, w = src.image.shape[:2]
-        pad = max(0, -x0, -y0, x1 - w, y1 - h)
-        canvas = np.pad(src.image, ((pad, pad), (pad, pad), (0, 0)), mode="edge").astype(np.float32)
-        patch = cv2.resize(crop, (bw, bh), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-
-        def ramp(n: int) -> np.ndarray:
-            return np.clip(np.minimum(np.arange(n), np.arange(n)[::-1]) / max(1.0, 0.08 * n), 0, 1)
-
-        alpha = np.minimum(ramp(bh)[:, None], ramp(bw)[None, :])[..., None]
-        region = canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
-        canvas[y0 + pad:y1 + pad, x0 + pad:x1 + pad] = alpha * patch + (1 - alpha) * region
-        return np.clip(canvas[pad:pad + h, pad:pad + w] + 0.5, 0, 255).astype(np.uint8)
+        return paste_feathered(src.image, src.box, crop)
 
     def frames(self, src: DawnSource, motion: Motion, inputs: RenderInputs) -> Iterator[np.ndarray]:
         """The interface's stream: the whole clip's motion latents in one DDIM pass (on the first

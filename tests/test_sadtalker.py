@@ -1,0 +1,214 @@
+"""SadTalker's face render (render/sadtalker/): every module against golden outputs of the
+official classes with identical random weights (tests/fixtures/sadtalker/README.md), the
+checkpoint loader's errors, and `generate --renderer sadtalker` end to end on random-weight
+files in the official layout."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures.sadtalker.make_fixtures import GEN_DEBUG, KEEP_BUFFERS, SEEDS, inputs
+from fixtures.sadtalker.weights import random_state
+
+from talkinghead.errors import InputError
+from talkinghead.render.sadtalker.dense_motion import DenseMotionConfig
+from talkinghead.render.sadtalker.expnet import ExpNet, mel_windows
+from talkinghead.render.sadtalker.face_recon import FaceReconNet, align_for_recon
+from talkinghead.render.sadtalker.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
+from talkinghead.render.sadtalker.keypoints import HEConfig, HEEstimator, KPConfig, KPDetector, transform_keypoints
+from talkinghead.render.sadtalker.mapping import MappingConfig, MappingNet
+
+from conftest import run_cli
+
+FIX = Path(__file__).parent / "fixtures" / "sadtalker"
+GOLDEN = np.load(FIX / "golden.npz")
+LAYOUT = json.loads((FIX / "layout.json").read_text())
+torch.set_grad_enabled(False)
+
+
+def _filled(module: torch.nn.Module, seed: int, layout: str | None = None) -> torch.nn.Module:
+    if layout:   # the same keys and shapes as the official module: a strict load of its file works
+        assert [[k, list(v.shape)] for k, v in sorted(module.state_dict().items())] == LAYOUT[layout]
+    module.load_state_dict(random_state(module.state_dict(), seed, lambda k: k.endswith(KEEP_BUFFERS)))
+    return module.eval()
+
+
+def _close(ours: torch.Tensor, name: str, tol: float = 1e-4) -> None:
+    ref = GOLDEN[name]
+    diff = np.abs(ours.numpy() - ref).max()
+    assert ours.shape == ref.shape and diff <= tol, f"{name}: max |diff| {diff:.2e} > {tol}"
+
+
+def test_keypoint_detector_matches_official():
+    kp = _filled(KPDetector(KPConfig.debug()), SEEDS["kp_debug"], "kp_debug")
+    _close(kp(inputs("kp_debug")["image"]), "kp_debug/value")
+
+
+@pytest.mark.parametrize("name,nc", [("mapping70", 70), ("mapping73", 73)])
+def test_mapping_net_matches_official(name, nc):
+    m = _filled(MappingNet(MappingConfig(coeff_nc=nc)), SEEDS[name], name)
+    pose = m(inputs(name)["coeffs"])
+    for k in ("yaw", "pitch", "roll", "t", "exp"):
+        _close(getattr(pose, k), f"{name}/{k}")
+
+
+def test_generator_matches_official_debug_size():
+    d = GEN_DEBUG["dense_motion_params"]
+    cfg = GeneratorConfig(feature_channel=4, num_kp=4, max_features=64, reshape_channel=4, num_resblocks=1,
+                          dense_motion=DenseMotionConfig(**d))
+    assert cfg == GeneratorConfig.debug()
+    gen = _filled(OcclusionAwareSPADEGenerator(cfg), SEEDS["generator_debug"], "generator_debug")
+    x = inputs("generator_debug")
+    out = gen(x["image"], x["kp_driving"], x["kp_source"])
+    _close(out.prediction, "generator_debug/prediction")
+    _close(out.occlusion_map, "generator_debug/occlusion_map")
+    _close(out.mask, "generator_debug/mask")
+
+
+def test_expnet_matches_official():
+    x = inputs("expnet")
+    net = _filled(ExpNet(), SEEDS["expnet"], "expnet")
+    _close(net(x["mels"], x["ref"], x["ratio"]), "expnet/exp")
+
+
+def test_mel_windows_start_two_frames_early_and_clamp():
+    mel = np.arange(40 * 80, dtype=np.float32).reshape(40, 80)          # value = 80 * row + band
+    w = mel_windows(mel, 12, 25.0)                                     # (12, 80, 16)
+    assert w.shape == (12, 80, 16)
+    assert (w[0, 0] == 80 * np.clip(np.arange(-6, 10), 0, 39)).all()   # int(80 * -2 / 25) = -6
+    assert (w[5, 0] == 80 * np.arange(9, 25)).all()                    # int(80 * 3 / 25) = 9
+    assert (w[11, 3, -4:] == 80 * 39 + 3).all()                        # clamped at the end
+
+
+def test_recon_crop_matches_official_align():
+    rng = np.random.default_rng(9)
+    img = rng.integers(0, 256, (300, 280, 3), dtype=np.uint8)
+    five = np.array([[110, 130], [170, 128], [141, 165], [118, 200], [166, 198]], np.float64)
+    crop = align_for_recon(img, five)
+    np.testing.assert_allclose(crop.params, GOLDEN["align/params"], rtol=1e-5)
+    assert np.array_equal(crop.image, GOLDEN["align/crop"])
+
+
+@pytest.mark.slow
+def test_head_pose_estimator_matches_official():
+    he = _filled(HEEstimator(HEConfig()), SEEDS["he"], "he")
+    pose = he(inputs("he")["image"])
+    for k in ("yaw", "pitch", "roll", "t", "exp"):
+        _close(getattr(pose, k), f"he/{k}")
+
+
+@pytest.mark.slow
+def test_face_recon_matches_official():
+    net = _filled(FaceReconNet(), SEEDS["recon"], "recon")
+    _close(net(inputs("recon")["image"]), "recon/coeffs")
+
+
+@pytest.mark.slow
+def test_whole_face_render_at_256_matches_official():
+    """Released sizes: keypoints, MappingNet on source and target windows, generator, 2 frames."""
+    s = SEEDS["render256"]
+    kp = _filled(KPDetector(KPConfig()), s, "render256/kp")
+    gen = _filled(OcclusionAwareSPADEGenerator(GeneratorConfig()), s + 100, "render256/generator")
+    mapping = _filled(MappingNet(MappingConfig()), s + 200)
+    x = inputs("render256")
+    canonical = kp(x["image"])
+    kp_source = transform_keypoints(canonical, mapping(x["source"]))
+    volume = gen.source_volume(x["image"])                             # once, reused per frame
+    drive = [transform_keypoints(canonical, mapping(x["target"][:, i])) for i in range(2)]
+    frames = torch.stack([gen.render(volume, k, kp_source).prediction for k in drive], 1)
+    _close(canonical, "render256/canonical")
+    _close(kp_source, "render256/kp_source")
+    _close(torch.stack(drive, 1), "render256/kp_driving")
+    _close(frames[..., ::4, ::4], "render256/prediction_s4", tol=1e-3)
+
+
+# -- the released checkpoint layout: loader errors and the CLI end to end -----------------------
+
+def _write_checkpoints(root: Path) -> Path:
+    """Random weights in the official layout: SadTalker_V0.0.2_256.safetensors (prefixed groups,
+    plus an audio2pose tensor we do not use) and mapping_00229-model.pth.tar ({'mapping': ...})."""
+    from safetensors.torch import save_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    groups = {"kp_extractor": KPDetector(KPConfig()), "generator": OcclusionAwareSPADEGenerator(GeneratorConfig()),
+              "face_3drecon": FaceReconNet(), "audio2exp": ExpNet()}
+    flat = {}
+    for i, (name, module) in enumerate(groups.items()):
+        state = random_state(module.state_dict(), 50 + i, lambda k: k.endswith(KEEP_BUFFERS))
+        flat.update({f"{name}.{k}": v.contiguous() for k, v in state.items()})
+    flat["audio2pose.audio_encoder.fc.weight"] = torch.zeros(2, 2)
+    save_file(flat, str(root / "SadTalker_V0.0.2_256.safetensors"))
+    torch.save({"mapping": random_state(MappingNet().state_dict(), 60), "epoch": 229},
+               root / "mapping_00229-model.pth.tar")
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> Path:
+    return _write_checkpoints(tmp_path_factory.mktemp("sadtalker") / "checkpoints")
+
+
+def test_loader_names_the_first_bad_key(tmp_path):
+    from talkinghead.render.sadtalker.checkpoint import load_strict, read_torch
+
+    good = MappingNet().state_dict()
+    with pytest.raises(InputError, match=r"^x: missing key 'fc_exp.bias'$"):
+        load_strict(MappingNet(), {k: v for k, v in good.items() if k != "fc_exp.bias"}, "x")
+    with pytest.raises(InputError, match=r"^x: unexpected key 'extra.weight'$"):
+        load_strict(MappingNet(), {**good, "extra.weight": torch.zeros(1)}, "x")
+    with pytest.raises(InputError, match=r"mis-shaped key 'first.0.weight' \(1024, 73, 7\) != \(1024, 70, 7\)"):
+        load_strict(MappingNet(), MappingNet(MappingConfig(coeff_nc=73)).state_dict(), "x")
+    evil = tmp_path / "mapping_00229-model.pth.tar"
+    torch.save({"mapping": good, "hook": Path("/")}, evil)            # a pickled non-tensor object
+    with pytest.raises(InputError, match="not a plain weight file"):
+        read_torch(evil, "mapping")
+
+
+def test_cli_says_which_checkpoint_file_is_missing(tmp_path, portrait_path, speech_path):
+    (tmp_path / "ck").mkdir()
+    r = run_cli("generate", "--image", portrait_path, "--audio", speech_path, "-o", tmp_path / "x.mp4", "--renderer", "sadtalker",
+                "--sadtalker-checkpoints", tmp_path / "ck")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "needs mapping_00229-model.pth.tar" in r.stderr and not (tmp_path / "x.mp4").exists()
+    r = run_cli("generate", "--image", portrait_path, "--audio", speech_path, "-o", tmp_path / "x.mp4", "--renderer", "sadtalker")
+    assert r.returncode == 2 and "needs --sadtalker-checkpoints" in r.stderr
+
+
+@pytest.mark.slow
+def test_missing_key_in_the_safetensors_is_one_line(checkpoints, tmp_path, portrait_path, speech_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoints, bad)
+    flat = load_file(str(bad / "SadTalker_V0.0.2_256.safetensors"))
+    del flat["generator.decoder.conv_img.bias"]
+    save_file(flat, str(bad / "SadTalker_V0.0.2_256.safetensors"))
+    r = run_cli("generate", "--image", portrait_path, "--audio", speech_path, "-o", tmp_path / "x.mp4", "--renderer", "sadtalker",
+                "--sadtalker-checkpoints", bad)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "(generator): missing key 'decoder.conv_img.bias'" in r.stderr
+
+
+@pytest.mark.slow
+def test_generate_with_sadtalker_checkpoints_end_to_end(checkpoints, tmp_path, portrait_path, speech_path, portrait):
+    from talkinghead.io.audio import read_audio, write_wav
+    from talkinghead.io.video import iter_frames
+
+    clip = read_audio(speech_path)
+    short = tmp_path / "short.wav"
+    write_wav(short, type(clip)(clip.samples[..., : int(0.4 * clip.sample_rate)], clip.sample_rate))
+    out = tmp_path / "st.mp4"
+    r = run_cli("generate", "--image", portrait_path, "--audio", short, "-o", out, "--renderer", "sadtalker",
+                "--sadtalker-checkpoints", checkpoints, "-q")
+    assert r.returncode == 0, r.stderr
+    frames = list(iter_frames(out))
+    assert len(frames) == 10 and frames[0].shape == portrait.shape
+    diff = np.abs(frames[3].astype(int) - portrait).mean(2)
+    assert diff[:20].mean() < 8 and diff[:, :20].mean() < 8     # background kept (paste-back)
+    h, w = diff.shape
+    assert diff[h // 3: 2 * h // 3, w // 3: 2 * w // 3].mean() > 20   # the face was re-rendered
