@@ -106,8 +106,7 @@ class Streamed:
 
         from talkinghead.io.audio import read_audio
         from talkinghead.io.video import write_video
-        from talkinghead.pipelines.stream import chunked
-        from talkinghead.serve.live import single_threaded
+        from talkinghead.pipelines.stream import chunked, single_threaded
 
         state = self.pipe.prepare(image)
         x = read_audio(audio).mono()

@@ -35,6 +35,7 @@ def stream_motion(samples, chunk_s=0.02, config=None, steps=2, streams=None):
     from talkinghead.audio.features import MelExtractor
     from talkinghead.motion.streaming import StreamWindow
     from talkinghead.pipelines.stream import StreamConfig, chunked, fd2talk_stream
+    from talkinghead.pipelines.stream import single_threaded
     from talkinghead.types import Motion
 
     config = config or StreamConfig(window=StreamWindow(context=8, hop=2, lookahead=3))
@@ -42,7 +43,8 @@ def stream_motion(samples, chunk_s=0.02, config=None, steps=2, streams=None):
     stream = fd2talk_stream(config, MotionControls(seed=3, steps=steps), expr, pose, MelExtractor())
     if streams is not None:
         streams.append(stream)
-    hops = [m for c in chunked(samples, chunk_s) for m in stream.push(c)] + stream.finish()
+    with single_threaded():            # tiny operations: thread hand-offs cost more than they save
+        hops = [m for c in chunked(samples, chunk_s) for m in stream.push(c)] + stream.finish()
     return Motion.concatenate(hops), hops
 
 
@@ -85,12 +87,15 @@ def test_shown_frames_are_pinned_in_the_next_window():
     the motion carries across hops instead of restarting."""
     from talkinghead.motion.streaming import frame_noise, sample_window
 
+    from talkinghead.pipelines.stream import single_threaded
+
     expr, _ = debug_models()
     audio = torch.randn(1, 12, 320)
     known = torch.randn(5, 20)
-    out = sample_window(expr, audio, known, frame_noise(0, 0, 12, 20), steps=3)
+    with single_threaded():
+        out = sample_window(expr, audio, known, frame_noise(0, 0, 12, 20), steps=3)
+        free = sample_window(expr, audio, known[:0], frame_noise(0, 0, 12, 20), steps=3)
     torch.testing.assert_close(out[:5], known)
-    free = sample_window(expr, audio, known[:0], frame_noise(0, 0, 12, 20), steps=3)
     assert not torch.allclose(out[5:], free[5:])                  # the past conditions the future
 
 
@@ -99,12 +104,14 @@ def test_stream_pipeline_yields_frames_with_their_audio(portrait_path):
     from talkinghead.audio.features import MelExtractor
     from talkinghead.motion.streaming import StreamWindow
     from talkinghead.pipelines.stream import StreamConfig, StreamPipeline, chunked
+    from talkinghead.pipelines.stream import single_threaded
 
     expr, pose = debug_models()
     cfg = StreamConfig(crop_size=128, window=StreamWindow(context=8, hop=2, lookahead=3))
     pipe = StreamPipeline(cfg, expr, pose, MelExtractor())
     x = speech(0.5)
-    outs = list(pipe(portrait_path, chunked(x, 0.03), MotionControls(steps=2)))
+    with single_threaded():
+        outs = list(pipe(portrait_path, chunked(x, 0.03), MotionControls(steps=2)))
     assert [o.index for o in outs] == list(range(13))             # ceil(0.5 s * 25)
     frame, audio = outs[0]
     assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8 and audio.shape == (640,)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -234,6 +235,24 @@ class StreamPipeline:
         for chunk in chunks:
             yield from session.push(chunk)
         yield from session.finish()
+
+
+@contextmanager
+def single_threaded():
+    """One torch and one BLAS thread while it lasts (process-wide); wrap a session's pushes in
+    it. A hop is many small operations: on 2 cores, and above all on a loaded machine, thread
+    hand-offs cost more than they save (measured: 2 s of debug-model streaming took 67 s with
+    torch's default threads at load 21, 2.6 s with one)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def chunked(samples: np.ndarray, chunk_s: float = 0.02) -> Iterator[np.ndarray]:

@@ -21,14 +21,13 @@ import queue
 import struct
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from fastapi import Request, WebSocket
 
-from talkinghead.pipelines.stream import MotionControls, StreamPipeline
+from talkinghead.pipelines.stream import MotionControls, StreamPipeline, single_threaded
 
 STATIC = Path(__file__).parent / "static"
 CHUNK_S = 0.02
@@ -67,24 +66,6 @@ class LiveStats:
                        latency_ms_p95=float(np.percentile(lat, 95) * 1000),
                        latency_ms_max=float(np.max(lat) * 1000))
         return out
-
-
-@contextmanager
-def single_threaded():
-    """One torch and one BLAS thread while it lasts (process-wide). A hop is many small
-    operations: on 2 cores, and above all on a loaded machine, thread hand-offs cost more than
-    they save (measured: 2 s of debug-model streaming took 67 s with torch's default threads at
-    load 21, 2.6 s with one)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def encode_frame(index: int, frame: np.ndarray, audio: np.ndarray, quality: int = 80) -> bytes:
