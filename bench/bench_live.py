@@ -120,7 +120,7 @@ class Streamed:
                                portrait=SimpleNamespace(face=face), timings=session.timings)
 
 
-def quality(size: int, steps: list[int], hop: int, lookahead: int) -> dict:
+def quality(size: int, steps: list[int], hop: int, lookahead: int, offline: bool = True) -> dict:
     from talkinghead.evaluation.generated import judge_on_real_speech
     from talkinghead.motion.generate import MotionControls
     from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
@@ -132,8 +132,8 @@ def quality(size: int, steps: list[int], hop: int, lookahead: int) -> dict:
 
     out = {}
     with tempfile.TemporaryDirectory() as d:
-        runs = [("offline", GeneratePipeline(GenerateConfig(mode="crop", crop_size=size)))]
-        runs += [(f"streamed_steps{s}", Streamed(size, s, hop, lookahead)) for s in steps]
+        runs = [("offline", GeneratePipeline(GenerateConfig(mode="crop", crop_size=size)))] if offline else []
+        runs += [(f"streamed_steps{s}_hop{hop}", Streamed(size, s, hop, lookahead)) for s in steps]
         for name, pipe in runs:
             t, c = time.perf_counter(), time.process_time()
             out[name] = figures(judge_on_real_speech(pipe, PORTRAIT, d, MotionControls(seed=0)))
@@ -154,13 +154,15 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-offline", action="store_true", help="quality: the streamed runs only")
     ap.add_argument("--quality-steps", default="5", help="streamed runs' sampling steps, e.g. 5,10")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "live.json"))
     a = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
     res = {"cpus": os.cpu_count()}
     if not a.skip_quality:
-        res["quality"] = quality(a.size, [int(s) for s in a.quality_steps.split(",")], a.hop, a.lookahead)
+        res["quality"] = quality(a.size, [int(s) for s in a.quality_steps.split(",")], a.hop, a.lookahead,
+                                 not a.skip_offline)
     if not a.skip_live:
         res["live"] = live(a.seconds, a.steps, a.delay, a.hop, a.lookahead, a.size)
         print(json.dumps(res["live"], indent=1), flush=True)

@@ -6,8 +6,9 @@ one hop at a time with a bounded look-ahead:
 
   1. audio accumulates in a buffer of a few seconds (memory stays flat however long it runs);
   2. as soon as the audio reaches `hop + lookahead` frames past the next frame to show, the
-     features of the last `features_s` seconds are computed (Whisper is bidirectional, so only
-     this window, never the whole stream);
+     features of the newest `hop + 2 * lookahead` frames are computed, with `features_s` seconds
+     of audio before them as context (Whisper is bidirectional, so a frame's features change
+     while its right context grows; older frames keep the features they were last given);
   3. the motion transformers sample the window [known | new | look-ahead] with the shown
      frames pinned (`motion/streaming.py`), so blinks and head motion carry across hops;
   4. the mouth rests where the last `gate_s` seconds say the audio is quiet (the offline
@@ -45,7 +46,7 @@ class StreamConfig:
     mode: str = "crop"               # "crop": the face crop (crop_size square); "full"
     crop_size: int = 384
     window: StreamWindow = StreamWindow()
-    features_s: float = 1.5          # seconds of audio the feature encoder sees per hop
+    features_s: float = 0.5          # seconds of audio before the recomputed frames (context)
     gate: bool = True
     gate_s: float = 4.0              # seconds of past audio the speech gate learns its floor from
     expression_scale: float = 1.0
@@ -79,10 +80,12 @@ class StreamMotion:
         self.config, self.model, self.extractor = config, model, extractor
         w = config.window
         fs = config.frame_samples
-        need = (w.context + w.hop + w.lookahead) * fs
-        self.feature_samples = max(need, int(config.features_s * SAMPLE_RATE) // fs * fs)
+        self.refresh = w.hop + 2 * w.lookahead      # newest frames whose features are recomputed
+        self.feature_samples = int(config.features_s * SAMPLE_RATE) // fs * fs + self.refresh * fs
         self.gate_samples = int(config.gate_s * SAMPLE_RATE) // fs * fs
         self.keep = max(self.feature_samples, self.gate_samples) + (w.hop + w.lookahead + 1) * fs
+        self.feat = np.zeros((0, 0), np.float32)    # features of frames [feat_start, ...)
+        self.feat_start = 0
         self.buf = np.zeros(0, np.float32)
         self.buf_start = 0               # absolute sample index of buf[0]
         self.next_frame = 0
@@ -123,14 +126,25 @@ class StreamMotion:
             out.append(self._hop(self.next_frame + w.hop + w.lookahead, min(w.hop, total - self.next_frame)))
         return out
 
+    def _features(self, lo: int, end: int) -> np.ndarray:
+        """(end - lo, A) features of frames [lo, end): the newest `refresh` frames (and any not
+        yet computed) encoded now, the older ones as they were last encoded."""
+        fs = self.config.frame_samples
+        r0 = max(0, min(end - self.refresh, self.feat_start + len(self.feat)))
+        s0, s1 = max(0, r0 * fs - (self.feature_samples - self.refresh * fs)), end * fs
+        new = self.extractor.frames(self.samples(s0, s1), self.config.fps, (s1 - s0) // fs)
+        new = new[len(new) - (end - r0):]                                               # [r0, end)
+        cached = self.feat[max(0, lo - self.feat_start): max(0, r0 - self.feat_start)]  # [lo, r0)
+        self.feat = np.concatenate([cached, new[max(0, lo - r0):]]) if len(cached) else new[max(0, lo - r0):]
+        self.feat_start = lo
+        return self.feat
+
     def _hop(self, end: int, emit: int) -> Motion:
         cfg, fs = self.config, self.config.frame_samples
         first = self.next_frame
         t0, c0 = time.perf_counter(), time.thread_time()
         s1 = end * fs
-        s0 = max(0, s1 - self.feature_samples)
-        feats = self.extractor.frames(self.samples(s0, s1), cfg.fps, (s1 - s0) // fs)  # (N, A)
-        window = feats[-(self.model.known + end - first):]                             # (K+H+L, A)
+        window = self._features(first - self.model.known, end)                         # (K+H+L, A)
         t1, c1 = time.perf_counter(), time.thread_time()
         expr, pose = self.model.step(window, first, emit)
         motion = to_motion(expr, pose, cfg.fps)
