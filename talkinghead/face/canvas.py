@@ -1,17 +1,18 @@
 """Large portraits: find and animate the face at a working resolution, paste it back into the
 full image.
 
-SadTalker's `full` preprocess (sadtalker.txt, Sec. 4 and its paste-back) animates a face crop
-and pastes it into the original frame; here the crop is also the unit of cost. A portrait
-whose longer side is above WORK_SIDE is handled in three sizes:
+SadTalker animates a face crop resized to 256x256 even for high-resolution HDTF sources
+(sadtalker.txt, Sec. 4, "Datasets"), and its released code's `full` mode pastes the animated
+crop back into the original frame; here the crop is also the unit of cost. A portrait whose
+longer side is above WORK_SIDE is handled in three sizes:
   - the output canvas: the image, scaled down only where its longer side passes `max_size`;
   - a proxy (longer side PROXY_SIDE) where the face is found;
   - the working crop: the face's neighbourhood (EXPAND times the landmark box, enough for the
     geometric renderer's 2.1 face radii of reach), scaled so its longer side is <= WORK_SIDE.
 Analysis, calibration and rendering see only the working crop, so their time and memory follow
 the face's working size, not the canvas. Per frame, only the region that can change is
-resampled to canvas pixels (exact inverse of the crop's scaling) and blended into a copy of the
-canvas through a soft mask, so the background keeps its full-resolution pixels.
+resampled to canvas pixels (cv2.resize, within 0.15 px of the crop's exact inverse) and blended
+into the canvas through a soft mask, so the background keeps its full-resolution pixels.
 """
 
 from __future__ import annotations
