@@ -170,6 +170,20 @@ def _raw(c: Client, files: dict, fields: dict | None = None) -> ApiCallError:
     return e.value
 
 
+def _chunked_post(port: int, key: str, payload: bytes) -> int:
+    """POST a multipart body with chunked transfer encoding (no Content-Length); the status."""
+    import http.client
+
+    body, ctype = multipart({"image": ("p.jpg", payload)}, {})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", "/v1/jobs", body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                 headers={"Content-Type": ctype, "X-API-Key": key}, encode_chunked=True)
+    r = conn.getresponse()
+    assert json.loads(r.read())["error"]
+    conn.close()
+    return r.status
+
+
 def test_bad_requests(tmp_path, media):
     """20 bad requests: each a 4xx with a one-line JSON error, and nothing left behind."""
     data = tmp_path / "data"
@@ -219,6 +233,7 @@ def test_bad_requests(tmp_path, media):
         assert list((data / "jobs").iterdir()) == [] and list((data / "tmp").iterdir()) == []
         assert not list(tmp_path.rglob("evil*"))
         assert c.call("GET", "/v1/health")[0] == 200
+        assert _chunked_post(srv.port, "k3y", img[1] * 12) == 413      # no Content-Length either
         docs = c.call("GET", "/docs")[1].decode()           # OpenAPI docs, served without a CDN
         assets = re.findall(r'(?:src|href)="([^"]+)"', docs)
         assert assets and all(a.startswith("/docs-static/") for a in assets), assets

@@ -58,17 +58,29 @@ def make_backend(s: Settings):
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413, however it is sent."""
+    """ASGI middleware: a request body over `limit` bytes gets 413, however it is sent. The rest
+    of the body is read and dropped first (up to a cap), so the client is writing no more when
+    the answer comes and can read it, instead of a broken pipe."""
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
+        self.message = f"request is over the {limit / 2**20:g} MB upload limit"
+
+    async def _refuse(self, receive, send) -> None:
+        seen = 0
+        while seen <= max(self.limit, 64 * 2**20):           # drop the rest of the body
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if msg["type"] != "http.request" or not msg.get("more_body"):
+                break
+        await _json(send, 413, self.message)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            return await _json(send, 413, f"request is over the {self.limit / 2**20:g} MB upload limit")
+            return await self._refuse(receive, send)
         seen, over, started = 0, False, False
 
         async def counted():
@@ -82,14 +94,17 @@ class BodyLimit:
 
         async def guarded(msg):
             nonlocal started
-            if over and not started:
-                started = True
-                return await _json(send, 413, f"request is over the {self.limit / 2**20:g} MB upload limit")
             if not over:
                 started = started or msg["type"] == "http.response.start"
                 await send(msg)
 
-        await self.app(scope, counted, guarded)
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._refuse(receive, send)
 
 
 async def _json(send, status: int, message: str) -> None:
