@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,12 +20,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Rotate pairs of channels of x (..., T, D) by position-dependent angles (D even)."""
+def _rope_angles(positions: torch.Tensor, d: int, base: float) -> torch.Tensor:
+    freqs = base ** (-torch.arange(0, d, 2, device=positions.device, dtype=torch.float32) / d)
+    return positions.to(torch.float32)[..., None] * freqs                               # (T, D/2)
+
+
+@functools.lru_cache(maxsize=8)
+def _rope_table(t: int, d: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (T, D/2) of positions 0..t-1: the same for every layer and diffusion step, so
+    computed once (as ordinary tensors, usable outside inference mode too)."""
+    with torch.inference_mode(False), torch.no_grad():
+        angles = _rope_angles(torch.arange(t), d, base)
+        return angles.cos(), angles.sin()
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor | None, base: float = 10000.0) -> torch.Tensor:
+    """Rotate pairs of channels of x (..., T, D) by position-dependent angles (D even);
+    positions None: 0..T-1 (cached tables)."""
     d = x.shape[-1]
-    freqs = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)  # (D/2,)
-    angles = positions.to(torch.float32)[..., None] * freqs                             # (T, D/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    if positions is None and x.device.type == "cpu":
+        cos, sin = (a.to(x.dtype) for a in _rope_table(x.shape[-2], d, base))
+    else:
+        positions = torch.arange(x.shape[-2], device=x.device) if positions is None else positions
+        angles = _rope_angles(positions, d, base)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
     return out.flatten(-2)
@@ -81,8 +100,7 @@ class Attention(nn.Module):
         q = self.q(x).view(b, t, self.heads, -1).transpose(1, 2)                     # (B,H,T,Dh)
         k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
         if self.use_rope:
-            pos = torch.arange(t, device=x.device)
-            q, k = rope(q, pos), rope(k, torch.arange(k.shape[2], device=x.device))
+            q, k = rope(q, None), rope(k, None)
         if self.window is None:
             y = F.scaled_dot_product_attention(q, k, v)
         else:

@@ -1,0 +1,264 @@
+"""Speed benchmark for issue #12 (not a test): `generate` timed against floors measured in the
+same run, on the same machine, at the same moment.
+
+Each figure is printed beside its floors and the ratio:
+* encode floor: the output's own frames, already in memory, encoded alone (write_video, same
+  settings and soundtrack), per second of video;
+* re-encode floor: decoding the output video and encoding it again (streamed).
+Figures:
+1. warm: a reused GeneratePipeline on 60 s of real speech at 512x512, seconds of compute per
+   second of video, with per-stage times (render and encode overlap: "encode" is what the
+   encoder adds beyond rendering);
+2. a whole `talkinghead generate` process for 60 s of audio (imports, model loads, portrait
+   analysis included), beside a whole process that only decodes and re-encodes its output;
+3. time from process start to the first frame handed to the encoder, on the bundled sample
+   (and from the call to the first frame in a warm process);
+4. full-resolution 1024 and 2048 outputs (the sample portrait upscaled, full mode);
+5. peak RSS of whole processes for 60 s and 10 min of audio (--long);
+6. PSNR of the encoded sample video against the uncompressed frames it was made from.
+Results go to bench/results/speed.json with the machine's load average beside them: on a shared
+machine the ratios are the figures to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SAMPLE = ROOT / "talkinghead" / "assets" / "sample"
+RESULTS = ROOT / "bench" / "results" / "speed.json"
+FLOOR_FRAMES = 250   # frames held in memory for the encode-alone floor
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def speech(seconds: float, path: Path) -> Path:
+    from talkinghead.evaluation.testset import real_speech
+    from talkinghead.io.audio import write_wav
+    from talkinghead.types import AudioClip
+
+    x = real_speech().clip.mono()
+    return write_wav(path, AudioClip(np.resize(x, int(seconds * 16000))[None].astype(np.float32), 16000))
+
+
+def portrait(side: int, d: Path) -> Path:
+    """The sample portrait upscaled to side x side (bicubic)."""
+    import cv2
+
+    from talkinghead.io.image import read_image
+
+    if side == 512:
+        return SAMPLE / "portrait.jpg"
+    img = cv2.resize(read_image(SAMPLE / "portrait.jpg"), (side, side), interpolation=cv2.INTER_CUBIC)
+    path = d / f"portrait_{side}.png"
+    cv2.imwrite(str(path), img[..., ::-1])
+    return path
+
+
+def floors(video: Path, audio: Path, d: Path) -> dict:
+    """Seconds per second of video: encoding frames already in memory; decode + re-encode."""
+    from talkinghead.io.video import iter_frames, video_info, write_video
+
+    info = video_info(video)
+    frames = []
+    for f in iter_frames(video):
+        frames.append(f)
+        if len(frames) == FLOOR_FRAMES:
+            break
+    t = time.perf_counter()
+    write_video(d / "floor_encode.mp4", frames, info.fps, audio=audio, num_frames=len(frames))
+    encode = (time.perf_counter() - t) / len(frames) * info.fps
+    del frames
+    t = time.perf_counter()
+    n = write_video(d / "floor_reencode.mp4", iter_frames(video), info.fps, audio=audio)
+    reencode = (time.perf_counter() - t) / n * info.fps
+    return {"encode_floor_s_per_s": encode, "reencode_floor_s_per_s": reencode}
+
+
+def warm_run(pipe, image: Path, audio: Path, out: Path, d: Path) -> dict:
+    t = time.perf_counter()
+    r = pipe(image, audio, out, progress=False)
+    wall = time.perf_counter() - t
+    seconds = r.num_frames / r.fps
+    res = {"video_seconds": seconds, "size": list(r.portrait.image.shape[:2]), "wall_s": wall,
+           "s_per_s": wall / seconds, "stages_s": dict(r.timings), **floors(out, audio, d)}
+    res["ratio_to_encode_floor"] = res["s_per_s"] / res["encode_floor_s_per_s"]
+    res["ratio_to_reencode_floor"] = res["s_per_s"] / res["reencode_floor_s_per_s"]
+    return res
+
+
+CHILD = """
+import atexit, resource, sys, time
+t0 = float(sys.argv[1])
+import talkinghead.io.video as V
+_iter = V._Producer.__iter__
+def _first(self):
+    for i, f in enumerate(_iter(self)):
+        if i == 0:
+            print("FIRST_FRAME", time.time() - t0, flush=True)
+        yield f
+V._Producer.__iter__ = _first
+atexit.register(lambda: print("PEAK_RSS_MIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True))
+sys.argv = ["talkinghead", *sys.argv[2:]]
+from talkinghead.cli import main
+main()
+"""
+
+REENCODE_CHILD = """
+import sys
+from talkinghead.io.video import iter_frames, video_info, write_video
+write_video(sys.argv[2], iter_frames(sys.argv[1]), video_info(sys.argv[1]).fps, audio=sys.argv[3])
+"""
+
+
+def process_run(image: Path, audio: Path, out: Path, d: Path) -> dict:
+    """A whole `talkinghead generate` process: wall, time to first frame, peak RSS; and a whole
+    process that decodes + re-encodes its output (the floor)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GLOG_minloglevel": "2"}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-c", CHILD, repr(t0), "generate", "--image", str(image),
+                        "--audio", str(audio), "-o", str(out), "-q"],
+                       capture_output=True, text=True, env=env, cwd=d)
+    wall = time.time() - t0
+    if p.returncode:
+        raise RuntimeError(p.stderr[-2000:])
+    vals = dict(line.split()[:2] for line in p.stdout.splitlines() if line.startswith(("FIRST", "PEAK")))
+    from talkinghead.io.video import video_info
+
+    info = video_info(out)
+    seconds = info.num_frames / info.fps
+    t = time.time()
+    subprocess.run([sys.executable, "-c", REENCODE_CHILD, str(out), str(d / "proc_floor.mp4"),
+                    str(audio)], check=True, env=env, cwd=d)
+    floor = time.time() - t
+    return {"video_seconds": seconds, "wall_s": wall, "s_per_s": wall / seconds,
+            "first_frame_s": float(vals["FIRST_FRAME"]), "peak_rss_mib": float(vals["PEAK_RSS_MIB"]),
+            "reencode_process_s": floor, "reencode_process_s_per_s": floor / seconds,
+            "ratio_to_reencode_process": wall / floor}
+
+
+def quality(pipe, d: Path) -> dict:
+    """PSNR of the encoded sample against the frames it was encoded from."""
+    import talkinghead.pipelines.generate as G
+    from talkinghead.io.video import iter_frames
+
+    kept, write = [], G.write_video
+
+    def tee(path, frames, *a, **k):
+        return write(path, (kept.append(f) or f for f in frames), *a, **k)
+
+    G.write_video = tee
+    try:
+        out = d / "psnr.mp4"
+        pipe(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav", out, progress=False)
+    finally:
+        G.write_video = write
+    ps = [10 * np.log10(255 ** 2 / max(np.mean((a.astype(np.float32) - b) ** 2), 1e-10))
+          for a, b in zip(kept, iter_frames(out))]
+    return {"psnr_db_mean": float(np.mean(ps)), "psnr_db_min": float(np.min(ps)),
+            "frames": len(ps), "bytes": out.stat().st_size}
+
+
+def first_frame_warm(pipe, d: Path) -> float:
+    import talkinghead.io.video as V
+
+    it, seen = V._Producer.__iter__, []
+
+    def first(self):
+        for i, f in enumerate(it(self)):
+            if i == 0:
+                seen.append(time.perf_counter())
+            yield f
+
+    V._Producer.__iter__ = first
+    try:
+        t = time.perf_counter()
+        pipe(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav", d / "ff.mp4", progress=False)
+    finally:
+        V._Producer.__iter__ = it
+    return seen[0] - t
+
+
+def step(r: dict, name: str) -> None:
+    """Progress, and the partial results on disk (a long run on a busy machine may be cut)."""
+    print(f"done: {name} ({uptime()})", flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({**r, "partial": True}, indent=1) + "\n")
+
+
+def report(r: dict) -> None:
+    print(f"load: {r['uptime_start']}")
+    w = r["warm"]
+    print("warm (pipeline reused)      s/s   encode-floor  ratio   re-encode-floor  ratio")
+    for k, v in w.items():
+        print(f"  {k:24} {v['s_per_s']:6.3f}   {v['encode_floor_s_per_s']:6.3f}     "
+              f"{v['ratio_to_encode_floor']:5.2f}    {v['reencode_floor_s_per_s']:6.3f}       "
+              f"{v['ratio_to_reencode_floor']:5.2f}   stages "
+              + " ".join(f"{s}={t:.2f}" for s, t in v["stages_s"].items()))
+    for k, v in r["process"].items():
+        print(f"whole process {k:8}: {v['wall_s']:.2f} s = {v['s_per_s']:.3f} s/s; first frame "
+              f"{v['first_frame_s']:.2f} s; peak RSS {v['peak_rss_mib']:.0f} MiB; decode+re-encode "
+              f"process {v['reencode_process_s']:.2f} s (ratio {v['ratio_to_reencode_process']:.2f})")
+    print(f"first frame in a warm process (call -> first frame): {r['first_frame_warm_s']:.2f} s")
+    q = r["quality"]
+    print(f"PSNR encoded vs uncompressed (sample): mean {q['psnr_db_mean']:.2f} dB, min "
+          f"{q['psnr_db_min']:.2f} dB, {q['bytes'] / 1e3:.0f} kB")
+    print(f"load: {r['uptime_end']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--long", action="store_true", help="also a whole process on 10 min of audio")
+    ap.add_argument("--seconds", type=float, default=60.0, help="audio length of the main runs")
+    ap.add_argument("--large-seconds", type=float, default=20.0, help="audio for 1024/2048 runs")
+    args = ap.parse_args()
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    from talkinghead.pipelines.generate import GeneratePipeline
+
+    r: dict = {"uptime_start": uptime(), "loadavg_start": os.getloadavg(), "warm": {}, "process": {}}
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        main_audio = speech(args.seconds, d / "main.wav")
+        large_audio = speech(args.large_seconds, d / "large.wav")
+        pipe = GeneratePipeline()
+        pipe(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav", d / "warmup.mp4", progress=False)
+        r["first_frame_warm_s"] = first_frame_warm(pipe, d)
+        r["quality"] = quality(pipe, d)
+        step(r, "warm first frame, PSNR")
+        r["warm"][f"512 {args.seconds:g}s"] = warm_run(pipe, SAMPLE / "portrait.jpg", main_audio,
+                                                       d / "w512.mp4", d)
+        step(r, "warm 512")
+        for side in (1024, 2048):
+            r["warm"][f"{side} {args.large_seconds:g}s"] = warm_run(
+                pipe, portrait(side, d), large_audio, d / f"w{side}.mp4", d)
+            step(r, f"warm {side}")
+        r["process"]["sample"] = process_run(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav",
+                                             d / "p_sample.mp4", d)
+        step(r, "process sample")
+        r["process"][f"{args.seconds:g}s"] = process_run(SAMPLE / "portrait.jpg", main_audio,
+                                                         d / "p_main.mp4", d)
+        step(r, "process main")
+        if args.long:
+            r["process"]["600s"] = process_run(SAMPLE / "portrait.jpg", speech(600, d / "long.wav"),
+                                               d / "p_long.mp4", d)
+    r["uptime_end"], r["loadavg_end"] = uptime(), os.getloadavg()
+    report(r)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(r, indent=1) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
