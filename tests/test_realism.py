@@ -40,9 +40,11 @@ def test_teeth_under_upper_lip_cavity_between_lips_occlude(portrait, portrait_fa
     mesh = open_jaw(lm, 0.35)
     frame = portrait.copy()
     paint_mouth(frame, mesh, 0.0, style)
-    (ty, tx), (cy, cx) = interior_samples(mesh, (0.08, 0.6))
+    (ty, tx), (cy, cx), (gy, gx) = interior_samples(mesh, (0.08, 0.35, 0.75))
     assert frame[ty, tx].mean() > 150                       # teeth right under the upper lip
-    assert frame[cy, cx].mean() < 70                        # dark cavity further down
+    assert frame[cy, cx].mean() < 0.6 * frame[ty, tx].mean()  # dark cavity further down
+    tongue = frame[gy, gx].astype(int)
+    assert tongue[0] > tongue[1] + 10 and tongue.mean() < frame[ty, tx].mean()  # red, in shadow
     # lips occlude: nothing changes outside the inner-lip polygon (beyond a 2 px antialias rim)
     import cv2
 

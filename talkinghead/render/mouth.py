@@ -28,6 +28,9 @@ from talkinghead.render.teeth import (COLS, ROWS, MouthBank, MouthTexture, extra
                                       teeth_fraction, upper_extent)
 
 SKULL = (1, 4, 5, 6, 168, 195, 197, 33, 133, 263, 362)  # points that move with the skull only
+CAVITY_TONE = 0.28  # oral cavity brightness relative to the lips
+TONGUE_GAP = 0.05   # dark cavity between the lower lip/teeth and the tongue, in mouth widths
+TONGUE_TONE = 0.45  # tongue brightness relative to the lips (it sits in the mouth's shadow)
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray, bank: MouthBank | None
     """Colours and textures of the portrait's mouth. `bank`: True loads the default bank;
     `own`: keep the portrait's own teeth when it shows them."""
     lip = _lip_colour(image, landmarks)
-    cavity = np.clip(lip * 0.2 + np.array([6.0, 0.0, 2.0]), 0, 255)
+    cavity = np.clip(lip * CAVITY_TONE + np.array([6.0, 0.0, 2.0]), 0, 255)
     teeth = np.clip(0.15 * lip + np.array([190.0, 184.0, 172.0]), 0, 255)
     mf = mouth_frame(landmarks)
     width = mf.width if mf is not None else 1.0
@@ -199,7 +202,7 @@ def _cavity(a: np.ndarray, e: np.ndarray, lower: np.ndarray, style: MouthStyle) 
     the lower teeth (`lower`: their height, in widths) for 0.15 mouth widths, lit from above."""
     across = np.sin(np.pi * np.clip(a, 0.0, 1.0))
     depth = (0.45 + 0.55 * across)[..., None]
-    rise = np.clip(1.0 - (e - lower) / 0.15, 0.0, 1.0)
+    rise = np.clip(1.0 - (e - lower - TONGUE_GAP) / 0.15, 0.0, 1.0) * (e > lower + TONGUE_GAP)
     tongue = np.sqrt(rise) * np.clip((across - 0.2) / 0.4, 0, 1)
-    tongue_c = style.lip * (0.45 + 0.25 * (1.0 - rise))[..., None]
+    tongue_c = style.lip * (TONGUE_TONE + 0.2 * (1.0 - rise))[..., None]
     return (style.cavity * (1 - tongue[..., None]) + tongue_c * tongue[..., None]) * depth
