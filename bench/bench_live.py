@@ -147,7 +147,7 @@ def quality(size: int, steps: list[int], hop: int, lookahead: int, offline: bool
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="length of the live run")
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--delay", type=float, default=0.24)
     ap.add_argument("--hop", type=int, default=2)
     ap.add_argument("--lookahead", type=int, default=3)
@@ -155,7 +155,7 @@ def main() -> None:
     ap.add_argument("--skip-live", action="store_true")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-offline", action="store_true", help="quality: the streamed runs only")
-    ap.add_argument("--quality-steps", default="5", help="streamed runs' sampling steps, e.g. 5,10")
+    ap.add_argument("--quality-steps", default="3", help="streamed runs' sampling steps, e.g. 5,10")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "live.json"))
     a = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")

@@ -39,7 +39,7 @@ class LiveSettings:
     input: str = "mic"               # "mic" (the browser's) or an audio file played as if live
     delay: float = 0.24              # seconds from the audio's time to a frame's send time
     jpeg_quality: int = 80
-    controls: MotionControls = field(default_factory=lambda: MotionControls(steps=5))
+    controls: MotionControls = field(default_factory=lambda: MotionControls(steps=3))
 
 
 @dataclass
