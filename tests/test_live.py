@@ -129,8 +129,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(portrait_path, tmp_path):
+@pytest.fixture(params=["file"])
+def live_server(portrait_path, tmp_path, request):
     """The live app on a real uvicorn server (debug-size models, Wav2Lip mel features), fed a
     2-second file in real time. The 3 s jitter buffer lets even a machine loaded many times over
     finish every frame before it is due: this test is about pacing, transport and the page;
@@ -151,7 +151,8 @@ def live_server(portrait_path, tmp_path):
     expr, pose = debug_models()
     pipe = StreamPipeline(StreamConfig(crop_size=128, window=StreamWindow(context=8, hop=5, lookahead=3)),
                           expr, pose, MelExtractor())
-    service = LiveService(LiveSettings(str(portrait_path), input=str(wav), delay=3.0,
+    source = str(wav) if request.param == "file" else "mic"
+    service = LiveService(LiveSettings(str(portrait_path), input=source, delay=3.0,
                                        controls=MotionControls(steps=1)), pipe)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_live_app(service), host="127.0.0.1", port=port,
@@ -160,13 +161,13 @@ def live_server(portrait_path, tmp_path):
     thread.start()
     while not server.started:
         thread.join(0.05)
-    yield service, f"http://127.0.0.1:{port}"
+    yield service, f"http://127.0.0.1:{port}", wav
     server.should_exit = True
     thread.join(10)
 
 
-@pytest.mark.slow
-def test_a_file_streams_through_the_websocket_into_headless_chromium_at_25_fps(live_server):
+def run_page(url: str, service, *flags: str) -> dict:
+    """Open the page in headless Chromium until it posts its figures; returns them."""
     import os
     import signal
     import subprocess
@@ -176,16 +177,21 @@ def test_a_file_streams_through_the_websocket_into_headless_chromium_at_25_fps(l
     browser = chromium()
     if browser is None:
         pytest.skip("no Chromium (apt-get install chromium-headless-shell)")
-    service, url = live_server
     proc = subprocess.Popen([browser, "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0",
-                             "--autoplay-policy=no-user-gesture-required", f"{url}/live?auto=1&report=1"],
+                             "--autoplay-policy=no-user-gesture-required", *flags, url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert service.report_event.wait(60), "the page never reported"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)                         # the browser and its children
         proc.wait()
-    page = service.reports[0]
+    return service.reports[0]
+
+
+@pytest.mark.slow
+def test_a_file_streams_through_the_websocket_into_headless_chromium_at_25_fps(live_server):
+    service, url, _ = live_server
+    page = run_page(f"{url}/live?auto=1&report=1", service)
     server = page["server"]
     assert page["indices"] == list(range(50)) and page["in_order"]    # 2 s at 25 fps, in order
     assert page["shown"] >= 49
@@ -197,6 +203,20 @@ def test_a_file_streams_through_the_websocket_into_headless_chromium_at_25_fps(l
     assert 22 < fps < 28, (fps, server)                             # paced, not a burst
     assert np.diff(arrivals).max() < 0.2                            # no stall
     assert 2950 < server["latency_ms_median"] < 3100                # the jitter buffer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("live_server", ["mic"], indirect=True)
+def test_the_page_streams_its_microphone(live_server):
+    """Chromium's fake capture device plays the wav as the microphone: the page's AudioWorklet
+    sends it (16 kHz int16, 20 ms) for 2 s, then stops; every frame comes back in order."""
+    service, url, wav = live_server
+    page = run_page(f"{url}/live?auto=1&report=1&seconds=2", service, "--use-fake-ui-for-media-stream",
+                    "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}")
+    server = page["server"]
+    assert 1.5 * 50 <= server["chunks"] <= 2.6 * 50                 # ~2 s of 20 ms chunks
+    assert server["frames"] == server["expected_frames"] >= 35
+    assert page["indices"] == list(range(server["frames"])) and page["in_order"]
 
 
 def test_frame_messages_round_trip():

@@ -1,6 +1,7 @@
 // talkinghead live page: microphone -> WebSocket (16 kHz int16, 20 ms chunks);
 // frames (JPEG) + their 40 ms of audio <- WebSocket, shown and played in sync.
-// ?auto=1 starts at once; ?report=1 posts the figures to /live/report when the stream ends.
+// ?auto=1 starts at once; ?report=1 posts the figures to /live/report when the stream ends;
+// ?seconds=N stops the microphone after N seconds.
 "use strict";
 const params = new URLSearchParams(location.search);
 const canvas = document.getElementById("view");
@@ -65,6 +66,12 @@ async function startMic() {
   const source = ctx.createMediaStreamSource(media);
   source.connect(node);
   mic = { media, node, source };
+  if (params.get("seconds")) setTimeout(stop, 1000 * Number(params.get("seconds")));
+}
+
+function stop() {
+  stopMic();
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "stop" }));
 }
 
 function stopMic() {
@@ -119,8 +126,5 @@ async function start() {
 }
 
 document.getElementById("start").onclick = start;
-document.getElementById("stop").onclick = () => {
-  stopMic();
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "stop" }));
-};
+document.getElementById("stop").onclick = stop;
 if (params.get("auto") === "1") start();
