@@ -179,28 +179,36 @@ class StreamSession:
 
     def __init__(self, renderer, state, motion: StreamMotion) -> None:
         self.renderer, self.state, self.motion = renderer, state, motion
-        self.emitted = 0
+        self.queued = 0                  # frames handed to `render` so far
         self.timings = motion.timings
         self.timings.update(render=0.0, render_cpu=0.0)
 
-    def _frames(self, hops: list[Motion]) -> list[StreamFrame]:
+    def hops(self, samples: np.ndarray | None) -> list[tuple[int, Motion, np.ndarray]]:
+        """Features + motion for pushed audio (None: the input ended): (first frame, Motion,
+        its audio) per hop. With `render`, the two halves of `push`, for two threads."""
+        fs, out = self.motion.config.frame_samples, []
+        for m in (self.motion.push(samples) if samples is not None else self.motion.finish()):
+            f = self.queued
+            out.append((f, m, self.motion.samples(f * fs, (f + len(m)) * fs)))
+            self.queued += len(m)
+        return out
+
+    def render(self, hops: list[tuple[int, Motion, np.ndarray]]) -> list[StreamFrame]:
         out, fs = [], self.motion.config.frame_samples
-        for m in hops:
+        for first, m, audio in hops:
             for i in range(len(m)):
                 t, c = time.perf_counter(), time.thread_time()
                 frame = self.renderer.render(self.state, m[i])
                 self.timings["render"] += time.perf_counter() - t
                 self.timings["render_cpu"] += time.thread_time() - c
-                f = self.emitted
-                out.append(StreamFrame(f, frame, self.motion.samples(f * fs, (f + 1) * fs), m[i]))
-                self.emitted += 1
+                out.append(StreamFrame(first + i, frame, audio[i * fs:(i + 1) * fs], m[i]))
         return out
 
     def push(self, samples: np.ndarray) -> list[StreamFrame]:
-        return self._frames(self.motion.push(samples))
+        return self.render(self.hops(samples))
 
     def finish(self) -> list[StreamFrame]:
-        return self._frames(self.motion.finish())
+        return self.render(self.hops(None))
 
 
 class StreamPipeline:

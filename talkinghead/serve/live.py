@@ -89,8 +89,8 @@ class LiveStream:
     """One stream: audio chunks in (any thread or coroutine), paced frame messages out.
 
     `feed(samples)` stamps a chunk's arrival and queues it; `close()` ends the input. A worker
-    thread runs the pipeline session; `frames()` is an async iterator of messages, each released
-    at its due time (see the module docstring)."""
+    thread runs features + motion, a second one render + JPEG; `frames()` is an async iterator
+    of messages, each released at its due time (see the module docstring)."""
 
     def __init__(self, session, delay: float, quality: int = 80) -> None:
         self.session, self.delay, self.quality = session, delay, quality
@@ -112,21 +112,28 @@ class LiveStream:
         self.inbox.put(None)
 
     def _work(self, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
+        """Features + motion here; render + JPEG in a second thread, so the two use two cores."""
+        hops: queue.Queue = queue.Queue()
+        renderer = threading.Thread(target=self._render, args=(hops, loop, out), daemon=True)
         try:
             with single_threaded():
-                self._loop(loop, out)
+                renderer.start()
+                while True:
+                    x = self.inbox.get()
+                    hops.put(self.session.hops(x))
+                    if x is None:
+                        break
+                hops.put(None)
+                renderer.join()
         finally:
+            hops.put(None)
             loop.call_soon_threadsafe(out.put_nowait, None)
 
-    def _loop(self, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
-        while True:
-            x = self.inbox.get()
-            frames = self.session.push(x) if x is not None else self.session.finish()
-            for f in frames:
+    def _render(self, hops: queue.Queue, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
+        while (batch := hops.get()) is not None:
+            for f in self.session.render(batch):
                 msg = encode_frame(f.index, f.frame, f.audio, self.quality)
                 loop.call_soon_threadsafe(out.put_nowait, (f.index, msg))
-            if x is None:
-                return
 
     async def frames(self):
         loop = asyncio.get_running_loop()
