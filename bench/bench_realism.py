@@ -307,7 +307,10 @@ def figure_renders(dest_eyes: Path, dest_open: Path) -> None:
                       relative=True)
 
     sample = read_image(SAMPLE_DIR / "portrait.jpg")
-    closed = next(iter_frames(asset_path("WolfgangLanger_Pexels.mp4")))
+    import cv2
+
+    closed = next(iter_frames(asset_path("carphone.mp4")))      # a man, mouth shut; not the bank's
+    closed = cv2.resize(closed, None, fx=3, fy=3, interpolation=cv2.INTER_CUBIC)
     r = GeometricRenderer()
     with FaceLandmarker() as lm:
         faces = [analyze_portrait(im, n, lm) for im, n in ((sample, "sample"), (closed, "closed"))]

@@ -175,3 +175,14 @@ def test_gaze_moves_the_iris_not_the_lids(portrait, portrait_face):
     outside = ~((lid.v > lid.v_upper) & (lid.v < lid.v_lower))
     diff = np.abs(work[y0:y1, x0:x1].astype(int) - portrait[y0:y1, x0:x1].astype(int)).sum(2)
     assert diff[outside].max() == 0                          # lids and skin untouched
+
+
+def test_portrait_blur_estimate_grows_with_blur(portrait, portrait_face):
+    import cv2
+
+    from talkinghead.render.mouth import portrait_blur
+
+    lm = portrait_face.landmarks
+    sharp = portrait_blur(portrait, lm)
+    soft = portrait_blur(cv2.GaussianBlur(portrait, (0, 0), 2.0), lm)
+    assert 0.0 <= sharp < soft - 0.3

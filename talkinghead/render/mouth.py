@@ -57,11 +57,30 @@ def _lip_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return image[mask > 0].reshape(-1, 3).mean(0) if mask.any() else np.array([150.0, 80, 80])
 
 
-def _fit(tex: np.ndarray, width_px: float) -> np.ndarray:
-    """Blur a texture to the resolution it will be drawn at (no aliasing when shrunk)."""
+def portrait_blur(image: np.ndarray, landmarks: np.ndarray) -> float:
+    """Blur of the portrait around the mouth, px (Gaussian sigma), by re-blurring: extra blur s
+    keeps a share r = (b^2 / (b^2 + s^2))^1.5 of the Laplacian energy of an image blurred by b."""
     import cv2
 
-    sigma = 0.5 * COLS / max(width_px, 1.0)
+    pts = landmarks[list(R.LIPS), :2]
+    lo, hi = np.floor(pts.min(0)).astype(int), np.ceil(pts.max(0)).astype(int)
+    pad = (hi - lo) // 3
+    (x0, y0), (x1, y1) = np.maximum(lo - pad, 0), hi + pad
+    grey = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    if min(grey.shape) < 8:
+        return 0.0
+    energy = lambda g: float(cv2.Laplacian(g, cv2.CV_32F).var()) + 1e-6  # noqa: E731
+    r = min(energy(cv2.GaussianBlur(grey, (0, 0), 2.0)) / energy(grey), 0.95) ** (2 / 3)
+    return float(np.sqrt(4.0 * r / (1.0 - r)))
+
+
+def _fit(tex: np.ndarray, width_px: float, blur_px: float = 0.0) -> np.ndarray:
+    """Blur a texture to the resolution it will be drawn at (no aliasing when shrunk) and to the
+    portrait's own blur (`blur_px`, px)."""
+    import cv2
+
+    per_px = COLS / max(width_px, 1.0)                                 # texels per portrait px
+    sigma = float(np.hypot(0.5 * per_px, blur_px * per_px))
     return cv2.GaussianBlur(tex, (0, 0), sigma) if sigma > 0.6 else tex
 
 
@@ -85,7 +104,8 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray, bank: MouthBank | None
         if bank is True:
             bank = load_bank()
         if isinstance(bank, MouthBank):
-            textures = tuple(_adapt(t, ref, width) for t in bank.textures)
+            blur = portrait_blur(image, landmarks)
+            textures = tuple(_adapt(t, ref, width, blur) for t in bank.textures)
         else:
             textures = (plain_texture(teeth, cavity),)
     f32 = np.float32
@@ -94,9 +114,9 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray, bank: MouthBank | None
                       landmarks[list(R.LIPS_INNER_UPPER), :2].astype(f32))
 
 
-def _adapt(t: MouthTexture, ref: np.ndarray, width: float) -> MouthTexture:
-    """A bank exemplar in this portrait's colours (relative to its skin) and resolution."""
-    tex = _fit(np.clip(t.tex * ref, 0, 255).astype(np.float32), width)
+def _adapt(t: MouthTexture, ref: np.ndarray, width: float, blur: float) -> MouthTexture:
+    """A bank exemplar in this portrait's colours (relative to its skin), resolution and blur."""
+    tex = _fit(np.clip(t.tex * ref, 0, 255).astype(np.float32), width, blur)
     return replace(t, tex=tex, upper=upper_extent(tex, t.gap, ref))
 
 
