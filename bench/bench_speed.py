@@ -92,7 +92,10 @@ def warm_run(pipe, image: Path, audio: Path, out: Path, d: Path) -> dict:
     r = pipe(image, audio, out, progress=False)
     wall = time.perf_counter() - t
     seconds = r.num_frames / r.fps
-    res = {"video_seconds": seconds, "size": list(r.portrait.image.shape[:2]), "wall_s": wall,
+    from talkinghead.io.video import video_info
+
+    info = video_info(out)
+    res = {"video_seconds": seconds, "size": [info.height, info.width], "wall_s": wall,
            "s_per_s": wall / seconds, "stages_s": dict(r.timings), **floors(out, audio, d)}
     res["ratio_to_encode_floor"] = res["s_per_s"] / res["encode_floor_s_per_s"]
     res["ratio_to_reencode_floor"] = res["s_per_s"] / res["reencode_floor_s_per_s"]
@@ -100,7 +103,7 @@ def warm_run(pipe, image: Path, audio: Path, out: Path, d: Path) -> dict:
 
 
 CHILD = """
-import atexit, resource, sys, time
+import atexit, sys, time
 t0 = float(sys.argv[1])
 import talkinghead.io.video as V
 _iter = V._Producer.__iter__
@@ -110,7 +113,10 @@ def _first(self):
             print("FIRST_FRAME", time.time() - t0, flush=True)
         yield f
 V._Producer.__iter__ = _first
-atexit.register(lambda: print("PEAK_RSS_MIB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True))
+def _peak():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's size)
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
+    print("PEAK_RSS_MIB", int(hwm.split()[1]) / 1024, flush=True)
+atexit.register(_peak)
 sys.argv = ["talkinghead", *sys.argv[2:]]
 from talkinghead.cli import main
 main()
@@ -211,11 +217,43 @@ def report(r: dict) -> None:
         print(f"whole process {k:8}: {v['wall_s']:.2f} s = {v['s_per_s']:.3f} s/s; first frame "
               f"{v['first_frame_s']:.2f} s; peak RSS {v['peak_rss_mib']:.0f} MiB; decode+re-encode "
               f"process {v['reencode_process_s']:.2f} s (ratio {v['ratio_to_reencode_process']:.2f})")
-    print(f"first frame in a warm process (call -> first frame): {r['first_frame_warm_s']:.2f} s")
-    q = r["quality"]
-    print(f"PSNR encoded vs uncompressed (sample): mean {q['psnr_db_mean']:.2f} dB, min "
-          f"{q['psnr_db_min']:.2f} dB, {q['bytes'] / 1e3:.0f} kB")
+    if "quality" in r:
+        print(f"first frame in a warm process (call -> first frame): {r['first_frame_warm_s']:.2f} s")
+        q = r["quality"]
+        print(f"PSNR encoded vs uncompressed (sample): mean {q['psnr_db_mean']:.2f} dB, min "
+              f"{q['psnr_db_min']:.2f} dB, {q['bytes'] / 1e3:.0f} kB")
     print(f"load: {r['uptime_end']}")
+
+
+def warm_section(r: dict, args, main_audio: Path, d: Path) -> None:
+    from talkinghead.pipelines.generate import GeneratePipeline
+
+    large_audio = speech(args.large_seconds, d / "large.wav")
+    pipe = GeneratePipeline()
+    pipe(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav", d / "warmup.mp4", progress=False)
+    r["first_frame_warm_s"] = first_frame_warm(pipe, d)
+    r["quality"] = quality(pipe, d)
+    step(r, "warm first frame, PSNR")
+    r["warm"][f"512 {args.seconds:g}s"] = warm_run(pipe, SAMPLE / "portrait.jpg", main_audio,
+                                                   d / "w512.mp4", d)
+    step(r, "warm 512")
+    for side in (1024, 2048):
+        r["warm"][f"{side} {args.large_seconds:g}s"] = warm_run(
+            pipe, portrait(side, d), large_audio, d / f"w{side}.mp4", d)
+        step(r, f"warm {side}")
+
+
+def process_section(r: dict, args, main_audio: Path, d: Path) -> None:
+    r["process"]["sample"] = process_run(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav",
+                                         d / "p_sample.mp4", d)
+    step(r, "process sample")
+    r["process"][f"{args.seconds:g}s"] = process_run(SAMPLE / "portrait.jpg", main_audio,
+                                                     d / "p_main.mp4", d)
+    step(r, "process main")
+    if args.long:
+        r["process"]["600s"] = process_run(SAMPLE / "portrait.jpg", speech(600, d / "long.wav"),
+                                           d / "p_long.mp4", d)
+        step(r, "process 600 s")
 
 
 def main() -> None:
@@ -223,36 +261,20 @@ def main() -> None:
     ap.add_argument("--long", action="store_true", help="also a whole process on 10 min of audio")
     ap.add_argument("--seconds", type=float, default=60.0, help="audio length of the main runs")
     ap.add_argument("--large-seconds", type=float, default=20.0, help="audio for 1024/2048 runs")
+    ap.add_argument("--process-only", action="store_true", help="only the whole-process runs "
+                    "(added to the results file's other figures)")
     args = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
-    from talkinghead.pipelines.generate import GeneratePipeline
-
-    r: dict = {"uptime_start": uptime(), "loadavg_start": os.getloadavg(), "warm": {}, "process": {}}
+    r: dict = {"warm": {}, "process": {}}
+    if args.process_only and RESULTS.exists():
+        r = {k: v for k, v in json.loads(RESULTS.read_text()).items() if k != "partial"}
+    r.update(uptime_start=uptime(), loadavg_start=os.getloadavg())
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         main_audio = speech(args.seconds, d / "main.wav")
-        large_audio = speech(args.large_seconds, d / "large.wav")
-        pipe = GeneratePipeline()
-        pipe(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav", d / "warmup.mp4", progress=False)
-        r["first_frame_warm_s"] = first_frame_warm(pipe, d)
-        r["quality"] = quality(pipe, d)
-        step(r, "warm first frame, PSNR")
-        r["warm"][f"512 {args.seconds:g}s"] = warm_run(pipe, SAMPLE / "portrait.jpg", main_audio,
-                                                       d / "w512.mp4", d)
-        step(r, "warm 512")
-        for side in (1024, 2048):
-            r["warm"][f"{side} {args.large_seconds:g}s"] = warm_run(
-                pipe, portrait(side, d), large_audio, d / f"w{side}.mp4", d)
-            step(r, f"warm {side}")
-        r["process"]["sample"] = process_run(SAMPLE / "portrait.jpg", SAMPLE / "speech.wav",
-                                             d / "p_sample.mp4", d)
-        step(r, "process sample")
-        r["process"][f"{args.seconds:g}s"] = process_run(SAMPLE / "portrait.jpg", main_audio,
-                                                         d / "p_main.mp4", d)
-        step(r, "process main")
-        if args.long:
-            r["process"]["600s"] = process_run(SAMPLE / "portrait.jpg", speech(600, d / "long.wav"),
-                                               d / "p_long.mp4", d)
+        if not args.process_only:
+            warm_section(r, args, main_audio, d)
+        process_section(r, args, main_audio, d)
     r["uptime_end"], r["loadavg_end"] = uptime(), os.getloadavg()
     report(r)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

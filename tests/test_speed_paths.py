@@ -152,3 +152,16 @@ def test_generate_path_imports_neither_transformers_nor_scipy_signal():
             "print(*sorted(m for m in ('transformers', 'scipy.signal') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_still_video_stays_still(tmp_path, portrait_path):
+    """The encoder settings must not make a still picture drift as P-frames refine it."""
+    import cv2
+
+    from talkinghead.io.image import read_image
+
+    frame = cv2.resize(read_image(portrait_path), (256, 256), interpolation=cv2.INTER_AREA)
+    out = tmp_path / "still.mp4"
+    V.write_video(out, (frame for _ in range(60)), 25.0)
+    decoded = list(V.iter_frames(out))
+    assert np.abs(decoded[0].astype(int) - decoded[-1]).mean() < 0.5
