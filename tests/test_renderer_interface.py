@@ -40,7 +40,7 @@ def test_geometric_renderer_streams_what_render_draws(portrait, portrait_face):
     motion = _motion(3, jaw=0.8)
     frames = list(r.frames(state, motion, RenderInputs(progress=False)))
     assert len(frames) == 3 and frames[0].shape == portrait.shape
-    assert np.array_equal(frames[0], portrait)                   # zero motion: the source
+    assert np.abs(frames[0].astype(int) - portrait).mean() < 0.5  # zero motion: the source
     assert np.abs(frames[2].astype(int) - portrait).max() > 30   # an open jaw changes pixels
     assert np.array_equal(frames[2], r.render(state, motion[2]))
     assert r.paste(state, frames[1]) is frames[1]

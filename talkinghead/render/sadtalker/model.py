@@ -66,9 +66,9 @@ class SadTalkerModels:
     def expression(self, clip, fps: float, n: int, ref: np.ndarray, blink: np.ndarray,
                    chunk: int = 64) -> np.ndarray:
         """(n, 64) ExpNet expression for the clip, `chunk` frames per call."""
-        from talkinghead.audio.features import wav2lip_mel
+        from talkinghead.audio.features import wav2lip_mel, windowed
 
-        mel = wav2lip_mel(clip.mono())                                  # (F, 80), 3.2 per frame
+        mel = windowed(wav2lip_mel, clip.mono(), 80.0, 30.0, 0.1)      # (F, 80), 30 s at a time
         out = np.empty((n, 64), np.float32)
         for a in range(0, n, chunk):
             windows = mel_windows(mel, np.arange(a, min(n, a + chunk)), fps)
