@@ -102,12 +102,15 @@ def child(seconds: float, ckpt: str) -> None:
     motion, inputs = _inputs(seconds)
     page = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
     rss = lambda: int(Path("/proc/self/statm").read_text().split()[1]) * page  # noqa: E731  current MiB
-    before, most, n = rss(), 0.0, 0
+    before, most, n, first = rss(), 0.0, 0, 0.0
     t0 = time.perf_counter()
     for n, _ in enumerate(r.frames(state, motion, inputs), 1):
+        if n == 1:                       # the clip's audio features are computed by now
+            first = rss()
         if n % 25 == 0:
             most = max(most, rss())
     print(json.dumps({"audio_seconds": seconds, "frames": n, "rss_before_mib": before,
+                      "rss_after_first_frame_mib": first,
                       "rss_max_while_streaming_mib": max(most, rss()), "rss_end_mib": rss(),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "wall_s": time.perf_counter() - t0}))
