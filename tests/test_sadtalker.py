@@ -26,7 +26,13 @@ from conftest import run_cli
 FIX = Path(__file__).parent / "fixtures" / "sadtalker"
 GOLDEN = np.load(FIX / "golden.npz")
 LAYOUT = json.loads((FIX / "layout.json").read_text())
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    """Inference only, for this module's tests alone (a global switch would leak into others)."""
+    with torch.no_grad():
+        yield
 
 
 def _filled(module: torch.nn.Module, seed: int, layout: str | None = None) -> torch.nn.Module:
