@@ -86,6 +86,10 @@ def media(tmp_path_factory, speech_path, portrait_path):
     clip = read_audio(speech_path)
     for name, seconds in (("short.wav", 1.0), ("tiny.wav", 0.05), ("long.wav", 2.0)):
         write_wav(root / name, AudioClip(clip.samples[:, : int(seconds * 16000)], 16000))
+    # a job that cannot finish inside a 2 s per-job timeout however fast the machine: 50 s of
+    # speech, at 8 kHz so that it stays under the 1 MiB upload limit of test_bad_requests
+    long8k = np.tile(clip.samples, (1, 13))[:, : 50 * 16000 : 2]
+    write_wav(root / "overtime.wav", AudioClip(long8k, 8000))
     shutil.copy(portrait_path, root / "portrait.jpg")
     return root
 
@@ -241,7 +245,7 @@ def test_bad_requests(tmp_path, media):
         assert "/v1/jobs" in json.loads(c.call("GET", "/openapi.json")[1])["paths"]
         # a valid job over the per-job timeout fails, and no video is left; while it runs, one
         # job waits and the next is refused (--max-queue 1)
-        job = c.submit({"image": media / "portrait.jpg", "audio": media / "long.wav"}, SMALL)
+        job = c.submit({"image": media / "portrait.jpg", "audio": media / "overtime.wav"}, SMALL)
         deadline = time.monotonic() + 60
         while c.status(job)["status"] == "queued" and time.monotonic() < deadline:
             time.sleep(0.1)
