@@ -66,9 +66,9 @@ class BodyLimit:
         self.app, self.limit = app, limit
         self.message = f"request is over the {limit / 2**20:g} MB upload limit"
 
-    async def _refuse(self, receive, send) -> None:
+    async def _refuse(self, receive, send, drained: bool = False) -> None:
         seen = 0
-        while seen <= max(self.limit, 64 * 2**20):           # drop the rest of the body
+        while not drained and seen <= max(self.limit, 64 * 2**20):   # drop the rest of the body
             msg = await receive()
             seen += len(msg.get("body", b""))
             if msg["type"] != "http.request" or not msg.get("more_body"):
@@ -81,12 +81,14 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._refuse(receive, send)
-        seen, over, started = 0, False, False
+        seen, over, started, ended = 0, False, False, False
 
         async def counted():
-            nonlocal seen, over
+            nonlocal seen, over, ended
             msg = await receive()
             seen += len(msg.get("body", b""))
+            # the body's last message: another receive() would wait for the client to hang up
+            ended = msg["type"] != "http.request" or not msg.get("more_body")
             if seen > self.limit:
                 over = True
                 return {"type": "http.disconnect"}
@@ -104,7 +106,7 @@ class BodyLimit:
             if not over:
                 raise
         if over and not started:
-            await self._refuse(receive, send)
+            await self._refuse(receive, send, drained=ended)
 
 
 async def _json(send, status: int, message: str) -> None:
