@@ -97,6 +97,13 @@ def _corpus_build(a: argparse.Namespace) -> None:
             print(f"{split}: {s['speech_seconds'] / 3600:.2f} h of speech in {s['shards']} shards")
 
 
+def _print_run(r) -> None:
+    """One line on a finished training run (shared by every `train` subcommand)."""
+    last = r.history[-1] if r.history else {}
+    print(f"{r.out_dir}: step {r.step}, val_loss {last.get('val_loss', float('nan')):.4f}, "
+          f"{r.seconds:.0f} s")
+
+
 def _train_motion(a: argparse.Namespace) -> None:
     from talkinghead.training.run import train_motion
 
@@ -104,9 +111,7 @@ def _train_motion(a: argparse.Namespace) -> None:
                      debug=True if a.debug_model else None, expert=a.expert,
                      max_minutes=a.max_minutes, resume=not a.restart, progress=not a.quiet)
     if not a.quiet:
-        last = r.history[-1] if r.history else {}
-        print(f"{r.out_dir}: step {r.step}, val_loss {last.get('val_loss', float('nan')):.4f}, "
-              f"{r.seconds:.0f} s")
+        _print_run(r)
 
 
 def _eval(a: argparse.Namespace) -> None:
@@ -151,9 +156,7 @@ def _train_dawn(a: argparse.Namespace) -> None:
                    max_minutes=a.max_minutes, vgg_weights=a.vgg_weights, resume=not a.restart,
                    progress=not a.quiet)
     if not a.quiet:
-        last = r.history[-1] if r.history else {}
-        print(f"{r.out_dir}: step {r.step}, val_loss {last.get('val_loss', float('nan')):.4f}, "
-              f"{r.seconds:.0f} s")
+        _print_run(r)
 
 
 def _train_ldm(a: argparse.Namespace) -> None:
@@ -162,9 +165,7 @@ def _train_ldm(a: argparse.Namespace) -> None:
     r = train_ldm(a.train_command, a.stage, a.config, a.data, a.output, vae=a.vae, steps=a.steps,
                   max_minutes=a.max_minutes, resume=not a.restart, progress=not a.quiet)
     if not a.quiet:
-        last = r.history[-1] if r.history else {}
-        print(f"{r.out_dir}: step {r.step}, val_loss {last.get('val_loss', float('nan')):.4f}, "
-              f"{r.seconds:.0f} s")
+        _print_run(r)
 
 
 def _live(a: argparse.Namespace) -> None:
