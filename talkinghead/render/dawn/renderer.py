@@ -5,6 +5,11 @@ encoded once (z_src); the motion model supplies pose and blink changes (PBNet or
 A2V-FDM samples the motion latents of the whole clip in one non-autoregressive DDIM pass; each
 frame is decoded by the LFG (Eq. 4) and pasted back into the full portrait with a feathered edge.
 A checkpoint is a directory holding `lfg/` and `a2v/` (each model.safetensors + config.json).
+
+`ReleasedDawnRenderer` runs the authors' released files instead (`official.py`): the MRAA LFG and
+the 3D U-Net A2V-FDM (`lfg_mraa.py`, `unet3d.py`), sampled in time and memory linear in the
+clip's length (`linear.py`), with HuBERT-large features and the pose/eye conditions converted from
+the motion model's relative Motion (the released PBNet is not ported).
 """
 
 from __future__ import annotations
@@ -67,8 +72,12 @@ class DawnRenderer:
         self._extractor = None
 
     @classmethod
-    def from_options(cls, options) -> "DawnRenderer":
-        return cls(options.checkpoint(cls.name), options.steps, options.mode, options.crop_size)
+    def from_options(cls, options):
+        """A folder of DAWN's released files (or a DAWN_<size>.pth) gives `ReleasedDawnRenderer`."""
+        path = options.checkpoint(cls.name)
+        if path and is_released(path):
+            return ReleasedDawnRenderer(path, options.steps, options.mode, options.crop_size)
+        return cls(path, options.steps, options.mode, options.crop_size)
 
     @property
     def feature(self) -> str:
@@ -146,3 +155,102 @@ class DawnRenderer:
             for img in (out.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8):
                 yield (self.paste(src, img) if mode == "full"
                        else cv2.resize(img, (crop_size, crop_size), interpolation=cv2.INTER_CUBIC))
+
+
+def is_released(path: str | Path) -> bool:
+    p = Path(path)
+    return (p.is_file() and p.name.startswith("DAWN_")) or (p.is_dir() and any(p.glob("DAWN_*.pth")))
+
+
+@dataclass
+class ReleasedSource:
+    image: np.ndarray                     # (H, W, 3) the full portrait
+    box: tuple[int, int, int, int]
+    crop: torch.Tensor                    # (1, 3, S, S) in [0, 1]
+    skips: list                           # the LFG generator's encoder levels of the crop
+    fea: torch.Tensor                     # (1, 256 + 16, S/4, S/4): z_src and the face box embedding
+    face_width: float                     # the face box's width in portrait pixels
+
+
+class ReleasedDawnRenderer:
+    """DAWN's released 128 / 256 models behind the renderer interface."""
+
+    name = "dawn"
+    crops_itself = True
+    crop_expand = 1.6                     # the square crop around the face box (HDTF-like framing)
+
+    def __init__(self, path: str | Path, steps: int = 20, mode: str = "full", crop_size: int = 512,
+                 chunk: int = 32) -> None:
+        from talkinghead.render.dawn.official import find_checkpoints, load_official_a2v, load_official_lfg
+
+        lfg_file, a2v_file, self.size = find_checkpoints(path)
+        self.lfg = load_official_lfg(lfg_file, self.size)
+        self.a2v = load_official_a2v(a2v_file, steps=steps)
+        self.hubert_dir = lfg_file.parent / "hubert-large-ls960-ft"
+        self.mode, self.crop_size, self.chunk = mode, crop_size, chunk
+        self._hubert = None
+
+    @torch.no_grad()
+    def prepare(self, image: np.ndarray, face: FaceAnalysis, landmarker=None) -> ReleasedSource:
+        from talkinghead.face.crop import crop_box, crop_image
+        from talkinghead.render.dawn.official import face_box_mask
+
+        box = crop_box(face, self.crop_expand)
+        crop = crop_image(image, box, self.size)
+        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
+        lm = (face.landmarks[:468, :2] - np.asarray(box[:2], np.float32)) * (self.size / (box[2] - box[0]))
+        emb = self.a2v.face_loc_emb(face_box_mask(lm, self.size))
+        skips = self.lfg.generator.encode(x)
+        x0, _, x1, _ = face.bbox
+        return ReleasedSource(image, box, x, skips, torch.cat([skips[-1], emb], 1), float(x1 - x0))
+
+    def features(self, clip: AudioClip, num: int) -> torch.Tensor:
+        """(1, num, 1024) HuBERT features at the video's frames, as released."""
+        from talkinghead.audio.features import load_speech_checkpoint
+        from talkinghead.render.dawn.official import hubert_hidden, interpolate_frames
+
+        if self._hubert is None:
+            if not self.hubert_dir.is_dir():
+                raise InputError(f"{self.hubert_dir}: DAWN needs HuBERT-large (facebook/hubert-large-ls960-ft, "
+                                 "config.json + model.safetensors) beside its checkpoints")
+            self._hubert = load_speech_checkpoint(self.hubert_dir)
+        speech = clip.mono()
+        if clip.sample_rate != 16000:
+            from scipy.signal import resample_poly
+
+            speech = resample_poly(speech, 16000, clip.sample_rate).astype(np.float32)
+        return torch.from_numpy(interpolate_frames(hubert_hidden(self._hubert, speech), num))[None]
+
+    @torch.no_grad()
+    def motion_latents(self, src: ReleasedSource, audio: torch.Tensor, motion: Motion, seed: int = 0) -> torch.Tensor:
+        """(1, 3, T, h, w) motion latents of the whole clip: one DDIM pass, linear in T."""
+        from talkinghead.render.dawn.linear import sample_linear
+        from talkinghead.render.dawn.official import eyes_from_motion, pose_from_motion
+
+        pose = torch.from_numpy(pose_from_motion(motion, src.face_width))[None]
+        eyes = torch.from_numpy(eyes_from_motion(motion))[None]
+        cond = torch.cat([audio, pose, eyes], -1)                                   # (1, T, 1024 + 8)
+        return sample_linear(self.a2v.diffusion, src.fea, cond, self.chunk, torch.Generator().manual_seed(seed))
+
+    def paste(self, src: ReleasedSource, crop: np.ndarray) -> np.ndarray:
+        return paste_feathered(src.image, src.box, crop)
+
+    def frames(self, src: ReleasedSource, motion: Motion, inputs: RenderInputs) -> Iterator[np.ndarray]:
+        if inputs.clip is None:
+            raise InputError("the DAWN renderer is driven by audio; give it the speech")
+        lat = self.motion_latents(src, self.features(inputs.clip, len(motion)), motion, inputs.seed)
+        yield from self.decode(src, lat)
+
+    @torch.no_grad()
+    def decode(self, src: ReleasedSource, lat: torch.Tensor) -> Iterator[np.ndarray]:
+        """Each frame by the LFG generator (Eq. 4), the source's encoder levels computed once."""
+        import cv2
+
+        from talkinghead.render.dawn.lfg_mraa import latent_to_motion
+
+        for i in range(lat.shape[2]):
+            flow, occ = latent_to_motion(lat[:, :, i])
+            out = self.lfg.generator.forward_with_flow(src.crop, flow, occ, src.skips)
+            img = (out[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
+            yield (self.paste(src, img) if self.mode == "full"
+                   else cv2.resize(img, (self.crop_size, self.crop_size), interpolation=cv2.INTER_CUBIC))
