@@ -13,7 +13,7 @@ bounded by the window, and stitches the windows by keeping each one's centre.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -102,17 +102,21 @@ def windowed(encode: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, ou
              window_s: float, context_s: float) -> np.ndarray:
     """Encode `samples` in windows of `window_s` seconds plus `context_s` on each side; keep each
     window's centre. `encode` maps a waveform to (N, D) frames at `out_rate` Hz."""
+    return np.concatenate(list(iter_windows(encode, samples, out_rate, window_s, context_s)))
+
+
+def iter_windows(encode: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, out_rate: float,
+                 window_s: float, context_s: float) -> Iterator[np.ndarray]:
+    """`windowed`, one window's centre frames at a time (in order; concatenated, the same)."""
     n = len(samples)
     hop = int(window_s * SAMPLE_RATE)
     ctx = int(context_s * SAMPLE_RATE)
-    parts = []
     for start in range(0, max(n, 1), hop):
         lo, hi = max(0, start - ctx), min(n, start + hop + ctx)
         frames = encode(samples[lo:hi])
         a = int(round((start - lo) / SAMPLE_RATE * out_rate))
         b = a + int(round((min(start + hop, n) - start) / SAMPLE_RATE * out_rate))
-        parts.append(frames[a:min(b, len(frames))])
-    return np.concatenate(parts)
+        yield frames[a:min(b, len(frames))]
 
 
 def _to_fps(frames: np.ndarray, in_rate: float, fps: float, t: int) -> np.ndarray:
@@ -121,6 +125,26 @@ def _to_fps(frames: np.ndarray, in_rate: float, fps: float, t: int) -> np.ndarra
     idx = np.arange(len(frames))
     return np.stack([np.interp(centers, idx, frames[:, j]) for j in range(frames.shape[1])],
                     1).astype(np.float32)
+
+
+def _to_fps_chunks(parts: Iterator[np.ndarray], in_rate: float, fps: float, t: int) -> Iterator[np.ndarray]:
+    """`_to_fps` over frames that arrive in consecutive parts: each video frame is emitted as soon
+    as both frames around its centre have arrived (bit-identical to `_to_fps` on the whole)."""
+    centers = (np.arange(t) + 0.5) / fps * in_rate - 0.5
+    carry, start, done = None, 0, 0          # carry: the last frame of the previous part
+    parts = iter(parts)
+    part = next(parts, None)
+    while part is not None:
+        following = next(parts, None)
+        buf = part if carry is None else np.concatenate([carry, part])            # (N, D)
+        base = start - (0 if carry is None else 1)                                 # index of buf[0]
+        start += len(part)
+        stop = t if following is None else int(np.searchsorted(centers, start - 1, side="right"))
+        if stop > done:
+            c, idx = centers[done:stop] - base, np.arange(len(buf))
+            yield np.stack([np.interp(c, idx, buf[:, j]) for j in range(buf.shape[1])], 1).astype(np.float32)
+            done = stop
+        carry, part = buf[-1:], following
 
 
 class FeatureExtractor:
@@ -135,6 +159,17 @@ class FeatureExtractor:
         samples = clip.mono()
         t = num_frames(len(samples), fps)
         return AudioFeatures(self.frames(samples, fps, t), fps, self.kind)
+
+    def chunks(self, clip: AudioClip, fps: float = 25.0) -> Iterator[np.ndarray]:
+        """The rows of `self(clip, fps).values` in consecutive chunks, each yielded as soon as it is
+        computed (a streaming pipeline starts on the first while the rest are encoded)."""
+        if clip.sample_rate != SAMPLE_RATE:
+            raise InputError(f"features need {SAMPLE_RATE} Hz audio, got {clip.sample_rate} Hz")
+        samples = clip.mono()
+        return self.frame_chunks(samples, fps, num_frames(len(samples), fps))
+
+    def frame_chunks(self, samples: np.ndarray, fps: float, t: int) -> Iterator[np.ndarray]:
+        yield self.frames(samples, fps, t)
 
     def frames(self, samples: np.ndarray, fps: float, t: int) -> np.ndarray:
         raise NotImplementedError
@@ -161,10 +196,17 @@ class _TransformerExtractor(FeatureExtractor):
     def __init__(self, model) -> None:
         self.model = model.eval()
 
-    @torch.inference_mode()
     def frames(self, samples: np.ndarray, fps: float, t: int) -> np.ndarray:
-        hidden = windowed(self.encode, samples, self.rate, self.window_s, self.context_s)
-        return _to_fps(hidden, self.rate, fps, t)
+        return np.concatenate(list(self.frame_chunks(samples, fps, t)))
+
+    def frame_chunks(self, samples: np.ndarray, fps: float, t: int) -> Iterator[np.ndarray]:
+        """One chunk of video frames per encoder window (`window_s` of audio)."""
+        def encode(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return self.encode(x)
+
+        parts = iter_windows(encode, samples, self.rate, self.window_s, self.context_s)
+        return _to_fps_chunks(parts, self.rate, fps, t)
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
         raise NotImplementedError

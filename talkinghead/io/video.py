@@ -219,21 +219,21 @@ class _Yuv420:
         return self.planes
 
 
-class _Producer:
-    """Iterates `frames` in a background thread, up to `depth` frames ahead, so frames are
-    rendered while earlier ones encode (numpy, OpenCV and the encoder release the GIL).
-    Each frame is copied as it is taken (a producer may reuse its buffer, as it could when
-    nothing ran ahead). An exception in the producer is raised in the consumer; close() stops
-    and joins it."""
+class Background:
+    """Iterates `items` in a background thread, up to `depth` items ahead. An exception in the
+    producer is raised in the consumer; close() stops and joins it (also when the consumer
+    stopped early)."""
 
     _DONE = object()
 
-    def __init__(self, frames: Iterable[np.ndarray], depth: int = PREFETCH) -> None:
+    def __init__(self, items: Iterable, depth: int = PREFETCH, name: str = "talkinghead-background") -> None:
         self.queue: queue.Queue = queue.Queue(depth)
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(frames,), daemon=True,
-                                       name="talkinghead-frames")
+        self.thread = threading.Thread(target=self._run, args=(items,), daemon=True, name=name)
         self.thread.start()
+
+    def take(self, item):
+        return item
 
     def _put(self, item) -> bool:
         while not self.stop.is_set():
@@ -244,11 +244,11 @@ class _Producer:
                 continue
         return False
 
-    def _run(self, frames: Iterable[np.ndarray]) -> None:
-        it = iter(frames)
+    def _run(self, items: Iterable) -> None:
+        it = iter(items)
         try:
-            for frame in it:
-                if not self._put(np.array(frame, dtype=np.uint8, order="C")):
+            for item in it:
+                if not self._put(self.take(item)):
                     break
             else:
                 self._put(self._DONE)
@@ -258,7 +258,7 @@ class _Producer:
             if hasattr(it, "close"):
                 it.close()
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator:
         while True:
             item = self.queue.get()
             if item is self._DONE:
@@ -270,6 +270,21 @@ class _Producer:
     def close(self) -> None:
         self.stop.set()
         self.thread.join()
+
+
+class _Producer(Background):
+    """Frames rendered in a background thread while earlier ones encode (numpy, OpenCV and the
+    encoder release the GIL). Each frame is copied as it is taken (a producer may reuse its
+    buffer, as it could when nothing ran ahead)."""
+
+    def __init__(self, frames: Iterable[np.ndarray], depth: int = PREFETCH) -> None:
+        super().__init__(frames, depth, "talkinghead-frames")
+
+    def take(self, frame: np.ndarray) -> np.ndarray:
+        return np.array(frame, dtype=np.uint8, order="C")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return super().__iter__()
 
 
 def _tag_bt601(vstream) -> None:

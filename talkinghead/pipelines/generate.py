@@ -9,7 +9,10 @@ render and encode, streaming frame by frame so memory does not grow with the aud
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,15 +22,16 @@ from talkinghead.errors import InputError
 from talkinghead.face.canvas import MAX_SIZE
 from talkinghead.face.landmarker import FaceLandmarker
 from talkinghead.io.audio import read_audio
-from talkinghead.io.video import check_video_output, write_video
+from talkinghead.io.video import Background, check_video_output, write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MotionControls, get_motion_model
+from talkinghead.motion.prompt import prompted_motion
 from talkinghead.pipelines.drive import Portrait, load_portrait, timed
 from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
 from talkinghead.render.geometric import RenderConfig
 from talkinghead.types import BS, AudioClip, Motion
-from talkinghead.audio.features import AudioFeatures
+from talkinghead.audio.features import AudioFeatures, num_frames
 
 MIN_SECONDS = 0.2
 
@@ -57,6 +61,9 @@ class GenerateConfig:
     dawn_steps: int = 10             # DDIM steps of the A2V-FDM
     sadtalker_checkpoints: str | None = None  # SadTalker's released checkpoint folder
     renderer_checkpoint: str | None = None    # the picked renderer's checkpoint (difftalk, fd2talk)
+    prompt: str | None = None        # text prompt steering the expression (motion/prompt.py)
+    prompt_checkpoint: str | None = None      # prompt model folder (default: the shipped one)
+    prompt_guidance: float = 1.0     # classifier-free guidance on the prompt
 
 
 @dataclass
@@ -89,18 +96,27 @@ def _reference(video: str, length: int, fps: float) -> Motion:
     return ref[np.resize(cycle, length)]
 
 
-def apply_references(motion: Motion, ref_pose: str | None, ref_blink: str | None) -> Motion:
-    refs = {v: _reference(v, len(motion), motion.fps) for v in {ref_pose, ref_blink} if v}
+def apply_references(motion: Motion, ref_pose: str | None, ref_blink: str | None,
+                     refs: dict[str, Motion] | None = None, start: int = 0) -> Motion:
+    """Reference pose/blinks over `motion`; `refs`: the references already re-timed to the whole
+    clip (`references`), of which `motion` holds frames [start, start + len(motion))."""
+    if refs is None:
+        refs = references(len(motion), motion.fps, ref_pose, ref_blink)
+    span = slice(start, start + len(motion))
     if ref_pose:
-        ref = refs[ref_pose]
+        ref = refs[ref_pose][span]
         motion = replace(motion, rotation=ref.rotation, translation=ref.translation, scale=ref.scale)
     if ref_blink:
-        ref = refs[ref_blink]
+        ref = refs[ref_blink][span]
         blend = motion.blendshapes.copy()
         for name in ("eyeBlinkLeft", "eyeBlinkRight"):
             blend[:, BS[name]] = ref.blendshapes[:, BS[name]]
         motion = replace(motion, blendshapes=blend)
     return motion
+
+
+def references(length: int, fps: float, ref_pose: str | None, ref_blink: str | None) -> dict[str, Motion]:
+    return {v: _reference(v, length, fps) for v in {ref_pose, ref_blink} if v}
 
 
 class GeneratePipeline:
@@ -111,15 +127,19 @@ class GeneratePipeline:
             geometric=config.render, steps=config.dawn_steps,
             checkpoints={"dawn": config.dawn_checkpoint, "sadtalker": config.sadtalker_checkpoints,
                          **({config.renderer: config.renderer_checkpoint} if config.renderer_checkpoint else {})}))
-        self.motion_model = get_motion_model(config.motion_model)
+        self.motion_model = get_motion_model(config.motion_model) if config.prompt is None else \
+            prompted_motion(config.motion_model, config.prompt, config.prompt_checkpoint, config.prompt_guidance)
         self._extractor = None
+        self._lock = threading.Lock()
 
     @property
     def extractor(self):
-        if self._extractor is None:
-            from talkinghead.audio.features import get_extractor
+        """Loaded on first use (in `generate`, by the worker thread, while the portrait is analysed)."""
+        with self._lock:
+            if self._extractor is None:
+                from talkinghead.audio.features import get_extractor
 
-            self._extractor = get_extractor(self.motion_model.feature)
+                self._extractor = get_extractor(self.motion_model.feature)
         return self._extractor
 
     def motion(self, clip: AudioClip, controls: MotionControls = MotionControls(),
@@ -129,12 +149,50 @@ class GeneratePipeline:
         if features is None:
             features = self.extractor(clip, cfg.fps)
         motion = self.motion_model(features, controls)
-        if cfg.gate:
-            gate = speech_gate(clip.mono(), len(motion), cfg.fps)
-            motion = gate_mouth(motion, gate, [BS[c] for c in MOUTH_CHANNELS])
-        motion = apply_references(motion, cfg.ref_pose, cfg.ref_blink)
+        gate = speech_gate(clip.mono(), len(motion), cfg.fps) if cfg.gate else None
+        return self._finish(motion, gate, None)
+
+    def _finish(self, motion: Motion, gate: np.ndarray | None, refs: dict[str, Motion] | None,
+                start: int = 0) -> Motion:
+        """The pipeline's steps after the motion model, on frames [start, start + len(motion))."""
+        cfg = self.config
+        if gate is not None:
+            motion = gate_mouth(motion, gate[start:start + len(motion)], [BS[c] for c in MOUTH_CHANNELS])
+        motion = apply_references(motion, cfg.ref_pose, cfg.ref_blink, refs, start)
         motion = motion.scaled(cfg.expression_scale, cfg.pose_scale)
         return still(motion) if cfg.still else motion
+
+    def motion_chunks(self, clip: AudioClip, controls: MotionControls, timings: dict[str, float]
+                      ) -> Iterator[Motion]:
+        """`motion`, chunk by chunk as the features arrive (concatenated, the same up to rounding:
+        FD2TalkMotion.stream). Worker seconds (wall and thread CPU) go to timings."""
+        cfg = self.config
+        samples = clip.mono()
+        total = num_frames(len(samples), cfg.fps)
+        for k in ("features", "motion", "features_cpu", "motion_cpu"):
+            timings[k] = 0.0
+        t0, c0 = time.perf_counter(), time.thread_time()
+        gate = speech_gate(samples, total, cfg.fps) if cfg.gate else None
+        refs = references(total, cfg.fps, cfg.ref_pose, cfg.ref_blink)
+
+        def features() -> Iterator[np.ndarray]:
+            chunks = self.extractor.chunks(clip, cfg.fps)
+            while True:
+                t, c = time.perf_counter(), time.thread_time()
+                rows = next(chunks, None)
+                timings["features"] += time.perf_counter() - t
+                timings["features_cpu"] += time.thread_time() - c
+                if rows is None:
+                    return
+                yield rows
+
+        start = 0
+        for m in self.motion_model.stream(features(), total, cfg.fps, controls):
+            m = self._finish(m, gate, refs, start)
+            start += len(m)
+            timings["motion"] = time.perf_counter() - t0 - timings["features"]
+            timings["motion_cpu"] = time.thread_time() - c0 - timings["features_cpu"]
+            yield m
 
     def __call__(self, image: str | Path, audio: str | Path, output: str | Path,
                  controls: MotionControls = MotionControls(), progress: bool = True) -> GenerateOutput:
@@ -149,25 +207,79 @@ class GeneratePipeline:
             if ref and not Path(ref).is_file():
                 raise InputError(f"{ref}: reference video not found")
         clip = load_speech(audio)
-        # 2. Analyse the portrait (and calibrate the renderer's response to it)
+        if self.renderer.name != "geometric":
+            return self._whole(image, clip, audio, output, controls, progress, timings, t0)
+        return self._streamed(image, clip, audio, output, controls, progress, timings, t0)
+
+    def _portrait(self, image: str | Path) -> tuple[Portrait, object]:
+        """Analyse the portrait (and calibrate the renderer's response to it)."""
+        cfg = self.config
         with FaceLandmarker() as landmarker:
             mode = "full" if self.renderer.crops_itself else cfg.mode
             portrait = load_portrait(image, landmarker, mode, cfg.crop_size, cfg.max_size)
-            state = self.renderer.prepare(portrait.image, portrait.face, landmarker)
+            return portrait, self.renderer.prepare(portrait.image, portrait.face, landmarker)
+
+    def _streamed(self, image, clip: AudioClip, audio, output, controls: MotionControls,
+                  progress: bool, timings: dict[str, float], t0: float) -> GenerateOutput:
+        """Geometric renderer: features and motion computed chunk by chunk in a worker thread
+        (from the start, alongside the portrait's analysis), each chunk rendered and encoded as
+        soon as it exists. Torch runs one thread meanwhile: render and encode have the cores."""
+        from tqdm import tqdm
+
+        cfg, parts, c0 = self.config, [], time.process_time()
+        total = num_frames(len(clip.mono()), cfg.fps)
+        with torch_threads(1):
+            chunks = Background(self.motion_chunks(clip, controls, timings), depth=2, name="talkinghead-motion")
+            try:
+                portrait, state = self._portrait(image)
+                timings["portrait"] = time.perf_counter() - t0
+                t3 = time.perf_counter()
+
+                def frames() -> Iterator[np.ndarray]:
+                    for m in chunks:
+                        parts.append(m)
+                        yield from (self.renderer.render(state, m[i]) for i in range(len(m)))
+
+                bar = tqdm(frames(), total=total, disable=None if progress else True,
+                           desc="rendering", unit="frame", leave=False)
+                frames_out = timed(portrait.paste(iter(bar), state), timings)
+                n = write_video(output, frames_out, cfg.fps, audio=audio, num_frames=total)
+            finally:
+                chunks.close()
+        timings["encode"] = time.perf_counter() - t3 - timings["render"]
+        timings["total"], timings["cpu"] = time.perf_counter() - t0, time.process_time() - c0
+        return GenerateOutput(Path(output), n, cfg.fps, Motion.concatenate(parts), portrait, timings)
+
+    def _whole(self, image, clip: AudioClip, audio, output, controls: MotionControls,
+               progress: bool, timings: dict[str, float], t0: float) -> GenerateOutput:
+        """Renderers that take the whole clip's motion (and features) at once."""
+        cfg, c0 = self.config, time.process_time()
+        portrait, state = self._portrait(image)
         timings["portrait"] = time.perf_counter() - t0
-        # 3. Audio features
         t1 = time.perf_counter()
         features = self.extractor(clip, cfg.fps)
         timings["features"] = time.perf_counter() - t1
-        # 4. Motion
         t2 = time.perf_counter()
         motion = self.motion(clip, controls, features)
         timings["motion"] = time.perf_counter() - t2
-        # 5. Render and encode, streaming, with the speech as the soundtrack
+        # render and encode, streaming, with the speech as the soundtrack
         t3 = time.perf_counter()
         inputs = RenderInputs(clip, cfg.fps, features, controls.seed, progress)
         frames = timed(portrait.paste(self.renderer.frames(state, motion, inputs), state), timings)
         n = write_video(output, frames, motion.fps, audio=audio, num_frames=len(motion))
         timings["encode"] = time.perf_counter() - t3 - timings["render"]
+        timings["total"], timings["cpu"] = time.perf_counter() - t0, time.process_time() - c0
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
 
+
+@contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to `n` while it lasts (process-wide)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
