@@ -25,8 +25,7 @@ from talkinghead.io.audio import read_audio
 from talkinghead.io.video import Background, check_video_output, write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
-from talkinghead.motion.generate import MotionControls, get_motion_model
-from talkinghead.motion.prompt import prompted_motion
+from talkinghead.motion.generate import MOTION_MODELS, MotionControls, get_motion_model
 from talkinghead.pipelines.drive import Portrait, load_portrait, timed
 from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
 from talkinghead.render.geometric import RenderConfig
@@ -61,9 +60,6 @@ class GenerateConfig:
     dawn_steps: int = 10             # DDIM steps of the A2V-FDM
     sadtalker_checkpoints: str | None = None  # SadTalker's released checkpoint folder
     renderer_checkpoint: str | None = None    # the picked renderer's checkpoint (difftalk, fd2talk)
-    prompt: str | None = None        # text prompt steering the expression (motion/prompt.py)
-    prompt_checkpoint: str | None = None      # prompt model folder (default: the shipped one)
-    prompt_guidance: float = 1.0     # classifier-free guidance on the prompt
 
 
 @dataclass
@@ -127,10 +123,19 @@ class GeneratePipeline:
             geometric=config.render, steps=config.dawn_steps,
             checkpoints={"dawn": config.dawn_checkpoint, "sadtalker": config.sadtalker_checkpoints,
                          **({config.renderer: config.renderer_checkpoint} if config.renderer_checkpoint else {})}))
-        self.motion_model = get_motion_model(config.motion_model) if config.prompt is None else \
-            prompted_motion(config.motion_model, config.prompt, config.prompt_checkpoint, config.prompt_guidance)
+        if config.motion_model not in MOTION_MODELS:
+            get_motion_model(config.motion_model)                     # the unknown-name error
+        self._motion_model = None
         self._extractor = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+
+    @property
+    def motion_model(self):
+        """Loaded on first use (in `generate`, by the worker thread, while the portrait is analysed)."""
+        with self._lock:
+            if self._motion_model is None:
+                self._motion_model = get_motion_model(self.config.motion_model)
+        return self._motion_model
 
     @property
     def extractor(self):
@@ -224,11 +229,14 @@ class GeneratePipeline:
         """Geometric renderer: features and motion computed chunk by chunk in a worker thread
         (from the start, alongside the portrait's analysis), each chunk rendered and encoded as
         soon as it exists. Torch runs one thread meanwhile: render and encode have the cores."""
+        from threadpoolctl import threadpool_limits
         from tqdm import tqdm
 
         cfg, parts, c0 = self.config, [], time.process_time()
         total = num_frames(len(clip.mono()), cfg.fps)
-        with torch_threads(1):
+        # one BLAS thread too: the calibration's TPS solves spun two OpenBLAS threads against the
+        # worker (the sample's analysis took 1.3 CPU s at load 19, 0.2-0.7 with one thread)
+        with torch_threads(1), threadpool_limits(1):
             chunks = Background(self.motion_chunks(clip, controls, timings), depth=2, name="talkinghead-motion")
             try:
                 portrait, state = self._portrait(image)
