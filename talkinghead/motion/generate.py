@@ -107,6 +107,9 @@ class FD2TalkMotion(MotionModel):
         draw, sliced. A clip whose features arrive at once is sampled whole, as `__call__` does."""
         from talkinghead.motion.streaming import sample_window
 
+        if type(self) is not FD2TalkMotion:  # a subclass samples otherwise (motion/prompt.py)
+            yield from super().stream(chunks, total, fps, controls)
+            return
         _check_style(controls.pose_style)
         g = _generator(controls.seed)
         models = (self.expression, self.pose)
