@@ -186,3 +186,62 @@ def test_portrait_blur_estimate_grows_with_blur(portrait, portrait_face):
     sharp = portrait_blur(portrait, lm)
     soft = portrait_blur(cv2.GaussianBlur(portrait, (0, 0), 2.0), lm)
     assert 0.0 <= sharp < soft - 0.3
+
+
+def head_move(yaw: float = 0.0, tx: float = 0.0):
+    from talkinghead.types import Motion
+
+    return Motion(np.zeros((1, 52)), np.array([[yaw, 0.0, 0.0]]), np.array([[tx, 0.0, 0.0]]),
+                  np.ones(1), np.zeros((1, 2)), relative=True)
+
+
+def test_head_turn_moves_head_over_still_background(portrait, portrait_face):
+    """A large turn moves head and hair over a still background: background pixels away from
+    the head stay exactly the source (the plain warp drags them), and what the head uncovers
+    is filled with background colours, not head colours."""
+    import cv2
+
+    from talkinghead.render.geometric import GeometricRenderer, RenderConfig
+
+    r = GeometricRenderer()
+    fg0 = r.prepare(portrait, portrait_face).backdrop.mask > 0.5
+    # a striped wall behind the astronaut, so that a dragged background shows
+    image = portrait.copy()
+    stripes = np.where((np.arange(image.shape[1]) // 6) % 2, 230, 40).astype(np.uint8)
+    wall = ~cv2.dilate(fg0.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    wall[int(portrait_face.landmarks[152, 1]):] = False                 # above the chin only
+    image[wall] = np.broadcast_to(stripes[None, :, None], image.shape)[wall]
+    st = r.prepare(image, portrait_face)
+    bd = st.backdrop
+    x0, y0, x1, y1 = st.box
+    fg = bd.mask > 0.5
+    oval = portrait_face.landmarks[list(R.FACE_OVAL), :2]
+    inside = np.zeros(fg.shape, np.uint8)
+    cv2.fillPoly(inside, [np.round(oval).astype(np.int32)], 1)
+    inside = inside > 0
+    assert fg[inside].mean() > 0.99 and (fg & wall).mean() < 0.01 * wall.mean()
+    plain = GeometricRenderer(RenderConfig(still_background=False))
+    plain_st = plain.prepare(image, portrait_face)
+    # no motion: what the plain warp gives (the source, up to the mouth painter's rim)
+    assert (r.render(st, head_move()) == plain.render(plain_st, head_move())).all()
+    move = head_move(yaw=25.0, tx=3.0)
+    out = r.render(st, move)
+    # the head moves right: the wall up to 40 px left of it is never covered
+    cols = np.arange(fg.shape[1])[None, :]
+    edge = np.where(fg.any(1), fg.argmax(1), -1)[:, None]               # first head column
+    far = wall & (cols < edge) & (cols >= edge - 40)
+    far[:y0], far[y1:], far[:, :x0], far[:, x1:] = False, False, False, False
+    assert far.sum() > 2000
+    assert (out[far] == image[far]).all()
+    dragged = plain.render(plain_st, move)
+    assert (np.abs(dragged[far].astype(int) - image[far]).sum(1) > 60).mean() > 0.05
+    # uncovered: head in the source, background plate now (not the warped head)
+    plate = np.zeros_like(image)
+    plate[y0:y1, x0:x1] = bd.plate
+    uncovered = fg & ~inside & (np.abs(out.astype(int) - plate).sum(2) < 6) & (
+        np.abs(plate.astype(int) - image).sum(2) > 30)
+    assert uncovered.sum() > 200
+    ring = (cv2.dilate(fg.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0) & ~fg
+    ring[int(portrait_face.landmarks[152, 1]):] = False                  # next to the head
+    got = out[uncovered].mean(0)
+    assert np.linalg.norm(got - image[ring].mean(0)) < np.linalg.norm(got - image[inside].mean(0))

@@ -25,6 +25,7 @@ import numpy as np
 from talkinghead.face import regions as R
 from talkinghead.face.extract import face_frame
 from talkinghead.face.pose import FLIP, euler_to_matrix, matrix_to_euler
+from talkinghead.render.background import Backdrop, composite, make_backdrop
 from talkinghead.render.eyes import Eyelid, close_eyelid, make_eyelid
 from talkinghead.render.mouth import MouthStyle, inner_gap, mouth_style, paint_mouth
 from talkinghead.render.rig import ExpressionRig, RigConfig
@@ -49,6 +50,7 @@ class RenderConfig:
     blink_gamma: float = 0.8             # blendshape delta -> lid closure curve
     seal_gain: float = 0.0               # mouthPress delta -> share of the lip gap closed (0: off)
     regularization: float = 2e-4
+    still_background: bool = True        # head over a still background plate (background.py)
     # lips part as far as the face model reads mouthUpperUp/LowerDown on real smiles (#10)
     rig: RigConfig = RigConfig(lip_raise_cm=0.8)
 
@@ -81,6 +83,7 @@ class SourceState:
     mouth_gap: float           # source inner-lip gap, px
     # measured response of the face model to the rig: (rig levels, measured deltas) per channel
     response: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    backdrop: Backdrop | None = None  # foreground mask and background plate (background.py)
 
     def region_mask(self) -> np.ndarray:
         """(H, W) bool: where output pixels may differ from the source."""
@@ -191,7 +194,9 @@ class GeometricRenderer:
             ring_follow=follow.astype(np.float32), ring_fixed=ring_fixed.astype(np.float32),
             box=(x0, y0, x1, y1), grid=((pts - [x0, y0]) / norm).astype(np.float32),
             grid_shape=(gh, gw), falloff=falloff, base_x=bx, base_y=by, norm=norm,
-            eyelids=eyelids, mouth=mouth_style(image, lm), mouth_gap=inner_gap(lm))
+            eyelids=eyelids, mouth=mouth_style(image, lm), mouth_gap=inner_gap(lm),
+            backdrop=make_backdrop(image, lm, (x0, y0, x1, y1), cfg.head_ring)
+            if cfg.still_background else None)
 
     # -- per frame -------------------------------------------------------------------------
     def head_transform(self, state: SourceState, rotation: np.ndarray, translation: np.ndarray,
@@ -320,8 +325,10 @@ class GeometricRenderer:
                 amount = np.clip(db / max(1.0 - sb, 0.2), 0.0, 1.0) ** cfg.blink_gamma
             close_eyelid(state.work, state.image, lid, float(amount), frame.blendshapes[0])
         # 3. dense warp of the head region into the full-resolution frame
-        state.out[y0:y1, x0:x1] = cv2.remap(state.work, fine, None, cv2.INTER_LINEAR,
-                                            borderMode=cv2.BORDER_REFLECT)
+        warped = cv2.remap(state.work, fine, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        # the head moves over a still background plate: nothing outside it is dragged
+        state.out[y0:y1, x0:x1] = warped if state.backdrop is None else composite(
+            warped, fine, state.backdrop)
         # 4. mouth interior: teeth, tongue and cavity behind the lips (mouth.py)
         paint_mouth(state.out, mesh, state.mouth_gap, state.mouth)
         return state.out.copy()
