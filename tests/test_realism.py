@@ -219,7 +219,7 @@ def test_head_turn_moves_head_over_still_background(portrait, portrait_face):
     inside = np.zeros(fg.shape, np.uint8)
     cv2.fillPoly(inside, [np.round(oval).astype(np.int32)], 1)
     inside = inside > 0
-    assert fg[inside].mean() > 0.99 and (fg & wall).mean() < 0.01 * wall.mean()
+    assert fg[inside].mean() > 0.99 and (fg & wall).sum() < 0.03 * wall.sum()
     plain = GeometricRenderer(RenderConfig(still_background=False))
     plain_st = plain.prepare(image, portrait_face)
     # no motion: what the plain warp gives (the source, up to the mouth painter's rim)

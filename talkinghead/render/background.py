@@ -7,11 +7,12 @@ plate, as layered image-based reenactment does (SadTalker's face render, sadtalk
 and DAWN's LFG, dawn.txt, learn the same occlusion/fill from video; we have no weights):
 
   * foreground: GrabCut (Rother et al. 2004, OpenCV) seeded by the face model's landmarks:
-    the face oval is certainly foreground, the head ring and a neck strip probably, the region
-    box's top and side borders certainly background. Binary, so a frame with no motion is the
-    source exactly;
-  * background plate: the source with the (dilated) foreground inpainted (Telea 2004, on a
-    downscaled copy: a disoccluded background is blurred, never head or hair colours);
+    inside the head ring (1.3 face-oval radii, which the warp moves rigidly with the head:
+    hair, ears) and a neck strip under the chin certainly foreground, out to 1.6 radii probably
+    (long hair), beyond 1.9 radii above the chin certainly background. GrabCut alone cut dark
+    hair off a dark background. Binary, so a frame with no motion is the source exactly;
+  * background plate: the source with the (dilated) foreground inpainted (Telea 2004, at 64 px
+    and blurred: a disoccluded background is a smooth blur of its surroundings);
   * per frame, the foreground mask is carried by the same backward map as the image, and
     out = warped where the warped mask is set, the still plate elsewhere. Background pixels are
     never moved; where the head uncovers background, the plate shows.
@@ -25,8 +26,10 @@ import numpy as np
 
 from talkinghead.face import regions as R
 
-WORK_SIDE = 192        # segmentation / inpainting resolution (longer side of the region box)
+WORK_SIDE = 192        # segmentation resolution (longer side of the region box)
+FILL_SIDE = 64         # inpainting resolution: a disoccluded background is a smooth blur
 GRABCUT_ITERS = 3
+FAR = 1.9              # beyond the face oval scaled by this, above the chin: always background
 
 
 @dataclass(frozen=True)
@@ -48,19 +51,18 @@ def _seed(landmarks: np.ndarray, box: tuple[int, int, int, int], shape: tuple[in
     oval = (landmarks[list(R.FACE_OVAL), :2] - [x0, y0]) * scale
     c = oval.mean(0)
     lab = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-    ring = c + head_ring * (oval - c)
-    cv2.fillPoly(lab, [np.round(ring).astype(np.int32)], cv2.GC_PR_FGD)
-    core = c + 0.9 * (oval - c)
-    cv2.fillPoly(lab, [np.round(core).astype(np.int32)], cv2.GC_FGD)
+    poly = lambda k: [np.round(c + k * (oval - c)).astype(np.int32)]  # noqa: E731  oval scaled by k
+    chin = oval[np.argmax(oval[:, 1])]
+    far = np.ones((h, w), np.uint8)
+    cv2.fillPoly(far, poly(FAR), 0)
+    far[int(chin[1]):] = 0                                           # not below the chin: the body
+    lab[far > 0] = cv2.GC_BGD
+    cv2.fillPoly(lab, poly(head_ring + 0.3), cv2.GC_PR_FGD)         # long hair
+    cv2.fillPoly(lab, poly(head_ring), cv2.GC_FGD)  # moves rigidly with the head in the warp
     # the neck below the chin goes with the head layer whatever it looks like (a collar, a
     # scarf): the warp carries the skin under a dropping jaw there, as it always did
-    chin = oval[np.argmax(oval[:, 1])]
     half = 0.35 * float(np.ptp(oval[:, 0]))
     cv2.rectangle(lab, (int(chin[0] - half), int(c[1])), (int(chin[0] + half), h - 1), cv2.GC_FGD, -1)
-    b = max(2, h // 40)
-    border = np.zeros((h, w), bool)
-    border[:b], border[:, :b], border[:, -b:] = True, True, True     # not the bottom: the body
-    lab[border & (lab != cv2.GC_FGD)] = cv2.GC_BGD
     return lab
 
 
@@ -90,10 +92,17 @@ def make_backdrop(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int,
     # edge pixels mix both layers: they go with the foreground (a thin rim moves with the head),
     # so the plate is the source wherever the mask is 0 and a still frame is the source exactly
     hole = cv2.dilate(fg, np.ones((5, 5), np.uint8))
-    filled = cv2.inpaint(small, hole, 5, cv2.INPAINT_TELEA)
     mask = cv2.resize(hole.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0
+    k = min(1.0, FILL_SIDE / max(h, w))
+    fw, fh = max(8, int(round(w * k))), max(8, int(round(h * k)))
+    tiny_hole = (cv2.resize(hole.astype(np.float32), (fw, fh), interpolation=cv2.INTER_AREA) > 0)
+    tiny_hole = cv2.dilate(tiny_hole.astype(np.uint8), np.ones((3, 3), np.uint8))
+    filled = cv2.inpaint(cv2.resize(region, (fw, fh), interpolation=cv2.INTER_AREA), tiny_hole, 3,
+                         cv2.INPAINT_TELEA)
+    filled = cv2.GaussianBlur(cv2.resize(filled, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0),
+                              0.5 * w / fw)
     plate = region.copy()
-    plate[mask] = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)[mask]
+    plate[mask] = filled[mask]
     full = np.zeros(image.shape[:2], np.float32)
     full[y0:y1, x0:x1] = mask
     return Backdrop(full, plate)
