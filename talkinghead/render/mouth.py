@@ -31,6 +31,7 @@ SKULL = (1, 4, 5, 6, 168, 195, 197, 33, 133, 263, 362)  # points that move with 
 CAVITY_TONE = 0.28  # oral cavity brightness relative to the lips
 TONGUE_GAP = 0.05   # dark cavity between the lower lip/teeth and the tongue, in mouth widths
 TONGUE_TONE = 0.45  # tongue brightness relative to the lips (it sits in the mouth's shadow)
+LIP_SHADE = 0.8     # brightness right under the upper lip (its shadow), fading in 0.03 widths
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,8 @@ def _composite(frame: np.ndarray, mf, tex: MouthTexture, strength: float, style:
     color = np.where(valid[..., None], sample, _cavity(a, e, g - ext, style))
     # lips shade what is right behind them
     d_lip = (b - b_up) / mf.width
-    shade = (0.6 + 0.4 * np.clip(d_lip / 0.05, 0, 1)) * (0.8 + 0.2 * np.clip(e / 0.04, 0, 1))
+    shade = (LIP_SHADE + (1 - LIP_SHADE) * np.clip(d_lip / 0.03, 0, 1)) * (
+        0.85 + 0.15 * np.clip(e / 0.03, 0, 1))
     color = color * shade[..., None]
     alpha = (inside * strength)[..., None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
