@@ -153,3 +153,31 @@ def test_lip_sync_and_liveliness_on_real_speech_judged_on_the_output_video(pipe,
     assert 0.15 <= st.blinks_per_second <= 0.6
     assert all(100 <= d <= 400 for d in st.blink_durations_ms)
     assert 1.5 <= st.pose_std_deg <= 8
+
+
+@pytest.mark.slow
+def test_streamed_generate_renders_the_pipelines_motion_and_worker_errors_reach_the_caller(
+        pipe, speech, portrait_path, speech_path, tmp_path, monkeypatch):
+    """`generate` computes features and motion in a worker thread, chunk by chunk, while it
+    renders: the rendered motion is `pipe.motion`'s; an error in the worker, after frames were
+    already encoded, reaches the caller, leaves no video and no thread behind."""
+    import threading
+
+    out = pipe(portrait_path, speech_path, tmp_path / "ok.mp4", progress=False)
+    from talkinghead.pipelines.generate import torch_threads
+
+    with torch_threads(1):
+        ref = pipe.motion(speech, MotionControls())
+    assert out.num_frames == len(ref) == 100
+    assert np.array_equal(out.motion.blendshapes, ref.blendshapes) and np.array_equal(out.motion.rotation, ref.rotation)
+    assert out.timings["total"] > 0 and out.timings["features_cpu"] > 0 and out.timings["motion_cpu"] > 0
+
+    def broken(clip, controls, timings):
+        yield ref[:30]
+        raise RuntimeError("worker broke")
+
+    monkeypatch.setattr(pipe, "motion_chunks", broken)
+    with pytest.raises(RuntimeError, match="worker broke"):
+        pipe(portrait_path, speech_path, tmp_path / "bad.mp4", progress=False)
+    assert not (tmp_path / "bad.mp4").exists()
+    assert not [t for t in threading.enumerate() if t.name.startswith("talkinghead-")]

@@ -165,3 +165,70 @@ def test_a_still_video_stays_still(tmp_path, portrait_path):
     V.write_video(out, (frame for _ in range(60)), 25.0)
     decoded = list(V.iter_frames(out))
     assert np.abs(decoded[0].astype(int) - decoded[-1]).mean() < 0.5
+
+
+def test_feature_chunks_equal_the_whole_clip_features():
+    """Whisper features per encoder window (what `generate` streams) are bit-identical to the
+    whole clip's: windowed encoding, then frames at the video rate."""
+    import torch
+
+    from talkinghead.audio.features import WhisperExtractor, _to_fps, windowed
+    from talkinghead.audio.whisper import build_audio_encoder
+
+    torch.manual_seed(0)
+    ex = WhisperExtractor(build_audio_encoder(d_model=16, encoder_layers=1, encoder_attention_heads=2,
+                                              encoder_ffn_dim=32))
+    x = np.random.default_rng(0).standard_normal(int(17.77 * 16000)).astype(np.float32) * 0.1
+    for fps in (25.0, 30.0):
+        t = int(np.ceil(len(x) / 16000 * fps - 1e-6))
+        with torch.inference_mode():
+            whole = _to_fps(windowed(ex.encode, x, 50.0, 8.0, 1.0), 50.0, fps, t)
+        chunks = list(ex.frame_chunks(x, fps, t))
+        assert len(chunks) == 3 and sum(map(len, chunks)) == t
+        assert np.array_equal(np.concatenate(chunks), whole)
+
+
+def _debug_fd2talk():
+    """FD2TalkMotion over random debug transformers (modulation randomised too: adaLN-Zero
+    starts every block as the identity, which would hide any seam)."""
+    import torch
+
+    from talkinghead.motion.fd2talk import DiTConfig, MotionDiT
+    from talkinghead.motion.generate import FD2TalkMotion
+
+    torch.manual_seed(0)
+    m = FD2TalkMotion.__new__(FD2TalkMotion)
+    m.expression = MotionDiT(DiTConfig.debug(channels=20, audio_dim=8, blink_rate=True)).eval()
+    m.pose = MotionDiT(DiTConfig.debug(channels=3, audio_dim=8, num_styles=8)).eval()
+    m.feature = "whisper"
+    with torch.no_grad():
+        for p in (*m.expression.parameters(), *m.pose.parameters()):
+            p.normal_(0, 0.3)
+    return m
+
+
+@pytest.mark.parametrize("margin, close", [(100, True), (0, False)])
+def test_motion_chunks_equal_the_whole_clip_sampling(monkeypatch, margin, close):
+    """Motion sampled chunk by chunk with CHUNK_MARGIN frames of context equals sampling the
+    whole clip at once; without the margin the chunks show (the test can fail)."""
+    import talkinghead.motion.generate as G
+    from talkinghead.audio.features import AudioFeatures
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.types import Motion
+
+    from talkinghead.pipelines.generate import torch_threads
+
+    monkeypatch.setattr(G, "CHUNK_MARGIN", margin)
+    model, t = _debug_fd2talk(), 860
+    feats = np.random.default_rng(1).standard_normal((t, 8)).astype(np.float32)
+    controls = MotionControls(seed=2, steps=3, pose_style=3, blink_rate=0.4)
+    with torch_threads(1):  # two threads of tiny ops spin against each other on a loaded machine
+        whole = model(AudioFeatures(feats, 25.0, "whisper"), controls)
+        parts = list(model.stream((feats[i:i + 200] for i in range(0, t, 200)), t, 25.0, controls))
+    assert len(parts) >= 2 and len(parts[0]) == 200 - margin and sum(map(len, parts)) == t
+    got = Motion.concatenate(parts)
+    diff = max(np.abs(got.blendshapes - whole.blendshapes).max(), np.abs(got.rotation - whole.rotation).max())
+    assert (diff < 1e-4) == close, diff
+    once = list(model.stream([feats[:150]], 150, 25.0, controls))           # all at once: whole
+    ref = model(AudioFeatures(feats[:150], 25.0, "whisper"), controls)
+    assert len(once) == 1 and np.array_equal(once[0].blendshapes, ref.blendshapes)
