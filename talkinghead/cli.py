@@ -73,7 +73,7 @@ def _generate(a: argparse.Namespace) -> None:
                          max_size=a.max_size or None,
                          pose_scale=a.pose_scale, still=a.still, ref_pose=a.ref_pose,
                          ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
-                         dawn_checkpoint=a.dawn_checkpoint, dawn_steps=a.dawn_steps,
+                         dawn_checkpoint=a.dawn_checkpoints or a.dawn_checkpoint, dawn_steps=a.dawn_steps,
                          sadtalker_checkpoints=a.sadtalker_checkpoints,
                          renderer_checkpoint=a.renderer_checkpoint)
     controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "sadtalker (needs --sadtalker-checkpoints), difftalk or fd2talk "
                         "(need --renderer-checkpoint)")
     g.add_argument("--dawn-checkpoint", help="DAWN checkpoint directory holding lfg/ and a2v/")
+    g.add_argument("--dawn-checkpoints", metavar="DIR",
+                   help="DAWN's released files (LFG_128_1000ep.pth, DAWN_128.pth, hubert-large-ls960-ft/; "
+                        "or DIR/DAWN_256.pth for the 256 model)")
     g.add_argument("--dawn-steps", type=int, default=10, help="DDIM steps of the diffusion renderers "
                    "(dawn, difftalk, fd2talk)")
     g.add_argument("--sadtalker-checkpoints", metavar="DIR",
