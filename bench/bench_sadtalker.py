@@ -1,18 +1,31 @@
-"""SadTalker face render speed on CPU (not a test): ours vs the official code, same weights.
+"""SadTalker benchmarks (not tests).
+
+Speed: the face render at the released sizes (256 px), ours vs the official code, same weights:
 
     .venv/bin/python bench/bench_sadtalker.py [--official /path/to/OpenTalker/SadTalker] [--frames 3]
+        [--device cpu|cuda] [--variants eager,folded,channels_last,batch]
 
-Both are built at the released sizes (256 px) with one set of random weights (ours, default
-init; the official modules load our state dicts unchanged, the key layouts being identical).
-Per frame, the official `make_animation` runs MappingNet, the keypoint transformation and the
-whole generator (re-encoding the source every frame); ours encodes the source once and then runs
-MappingNet, the transformation and the warp + decoder. Also reported: max |ours - official| on the
-rendered frames. Results: bench/results/sadtalker.json (with the machine's load average).
+Both are built with one set of random weights (ours, default init; the official modules load our
+state dicts unchanged, the key layouts being identical). Per frame, the official `make_animation`
+runs MappingNet, the keypoint transformation and the whole generator (re-encoding the source
+every frame); ours encodes the source once, then runs MappingNet, the transformation, the warp
+and the decoder. Variants of ours (each checked against the official frames, max |diff|):
+`eager` (as the renderer runs, torch.no_grad), `folded` (inference_mode, spectral norms folded
+into the weights: `fold_for_inference`), `channels_last` (folded + NHWC), `batch` (folded, all
+frames in one generator call). Results: bench/results/sadtalker.json (with the load average).
+
+Learning check (`--learn`), like bench_dawn.py's: the face render trained from scratch on CPU
+through the shared loop for a bounded time (configs/sadtalker/render.cpu.json, 64 px), on the
+geometric renderer's talking videos of two real portraits (TTS voices slt/awb/kal16/kal), then
+`generate --renderer sadtalker` on held-out clips (flite rms voice), judged on the output video:
+lip r (mouth opening vs the phones' viseme track; goal >= 0.4) and dlib identity distance to
+the portrait (goal <= 0.5). Results: bench/results/sadtalker_learning.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -25,33 +38,65 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+WORK = ROOT / "outputs" / "sadtalker_check"
 
 
-def ours(frames: int):
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def build(device: str, frames: int):
     from talkinghead.render.sadtalker.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
-    from talkinghead.render.sadtalker.keypoints import KPConfig, KPDetector, transform_keypoints
+    from talkinghead.render.sadtalker.keypoints import KPConfig, KPDetector
     from talkinghead.render.sadtalker.mapping import MappingNet
 
     torch.manual_seed(0)
-    kp, gen, mapping = KPDetector(KPConfig()).eval(), OcclusionAwareSPADEGenerator(GeneratorConfig()).eval(), MappingNet().eval()
+    modules = tuple(m.eval().to(device) for m in (KPDetector(KPConfig()), OcclusionAwareSPADEGenerator(GeneratorConfig()),
+                                                    MappingNet()))
     g = torch.Generator().manual_seed(1)
-    image = torch.rand(1, 3, 256, 256, generator=g)
-    source = 0.3 * torch.randn(1, 70, 27, generator=g)
-    target = 0.3 * torch.randn(1, frames, 70, 27, generator=g)
-    t0 = time.perf_counter()
-    canonical = kp(image)
-    kp_source = transform_keypoints(canonical, mapping(source))
-    volume = gen.source_volume(image)
-    t_source = time.perf_counter() - t0
-    out, t1 = [], time.perf_counter()
-    for i in range(frames):
-        kp_driving = transform_keypoints(canonical, mapping(target[:, i]))
-        out.append(gen.render(volume, kp_driving, kp_source).prediction)
-    t_frames = (time.perf_counter() - t1) / frames
-    return (kp, gen, mapping), (image, source, target), torch.stack(out, 1), t_source, t_frames
+    data = (torch.rand(1, 3, 256, 256, generator=g).to(device), (0.3 * torch.randn(1, 70, 27, generator=g)).to(device),
+            (0.3 * torch.randn(1, frames, 70, 27, generator=g)).to(device))
+    return modules, data
 
 
-def official(path: str, modules, data, frames: int):
+def ours(modules, data, variant: str, device: str):
+    """(frames (1, N, 3, S, S), source seconds, seconds per frame) of one variant."""
+    from talkinghead.render.sadtalker.keypoints import transform_keypoints
+    from talkinghead.render.sadtalker.model import fold_for_inference
+
+    kp, gen, mapping = modules
+    image, source, target = data
+    if variant != "eager":
+        kp, gen, mapping = (copy.deepcopy(m) for m in modules)
+        fold_for_inference(gen)
+    if variant == "channels_last":
+        gen = gen.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+    ctx = torch.no_grad if variant == "eager" else torch.inference_mode
+    n = target.shape[1]
+    with ctx():
+        _sync(device)
+        t0 = time.perf_counter()
+        canonical = kp(image)
+        kp_source = transform_keypoints(canonical, mapping(source))
+        volume = gen.source_volume(image)
+        _sync(device)
+        t_source = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        if variant == "batch":
+            kp_driving = transform_keypoints(canonical.expand(n, -1, -1), mapping(target[0]))
+            out = gen.render(volume.expand(n, *volume.shape[1:]), kp_driving, kp_source.expand(n, -1, -1))
+            out = out.prediction[None]
+        else:
+            out = torch.stack([gen.render(volume, transform_keypoints(canonical, mapping(target[:, i])), kp_source).prediction
+                               for i in range(n)], 1)
+        _sync(device)
+    return out.float(), t_source, (time.perf_counter() - t1) / n
+
+
+def official(path: str, modules, data, device: str):
     sys.path.insert(0, path)
     for name in ("kornia", "kornia.geometry"):
         sys.modules.setdefault(name, types.ModuleType(name))
@@ -68,34 +113,96 @@ def official(path: str, modules, data, frames: int):
     mapping = MappingNet(**cfg["mapping_params"])
     for theirs, mine in zip((kp, gen, mapping), modules):
         theirs.load_state_dict(mine.state_dict())
-        theirs.eval()
+        theirs.eval().to(device)
     image, source, target = data
-    t0 = time.perf_counter()
-    out = make_animation(image, source, target, gen, kp, None, mapping)
-    return out, (time.perf_counter() - t0) / frames
+    with torch.no_grad():
+        _sync(device)
+        t0 = time.perf_counter()
+        out = make_animation(image, source, target, gen, kp, None, mapping)
+        _sync(device)
+    return out.float(), (time.perf_counter() - t0) / target.shape[1]
+
+
+def speed(a) -> None:
+    res = {"device": a.device, "threads": torch.get_num_threads(), "frames": a.frames, "size": 256,
+           "load_before": os.getloadavg()}
+    modules, data = build(a.device, a.frames)
+    theirs = None
+    if a.official:
+        theirs, t_official = official(a.official, modules, data, a.device)
+        res["official"] = {"frame_s": t_official, "s_per_video_s": 25 * t_official}
+        print("official:", res["official"], flush=True)
+    for variant in a.variants.split(","):
+        frames, t_source, t_frame = ours(modules, data, variant, a.device)
+        row = {"source_s": t_source, "frame_s": t_frame, "s_per_video_s": 25 * t_frame,
+               "load": os.getloadavg()[0]}
+        if theirs is not None:
+            row["speedup_vs_official"] = res["official"]["frame_s"] / t_frame
+            row["max_abs_diff"] = float((theirs - frames).abs().max())
+        res[f"ours_{variant}"] = row
+        print(variant, {k: round(v, 5) for k, v in row.items()}, flush=True)
+    res["load_after"] = os.getloadavg()
+    out = ROOT / "bench" / "results" / ("sadtalker.json" if a.device == "cpu" else f"sadtalker_{a.device}.json")
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1))
+
+
+def learn(a) -> None:
+    """The CPU learning check (module docstring)."""
+    import bench_dawn
+    from talkinghead.data.prepare import PrepareConfig, prepare
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
+    from talkinghead.training.sadtalker_tasks import train_sadtalker
+
+    torch.set_num_threads(2)
+    bench_dawn.WORK = WORK                                   # its clip maker and judge, our folder
+    res: dict = {"load_before": os.getloadavg()}
+    train = bench_dawn.make_clips("train", bench_dawn.TRAIN_VOICES, a.train_clips, 0)
+    test = bench_dawn.make_clips("test", (bench_dawn.TEST_VOICE,), a.test_clips, 1)
+    m = prepare(WORK / "train", WORK / "data", PrepareConfig(size=64, features="mel"), workers=1, progress=False)
+    res["data"] = {"train_clips": len(train), "test_clips": len(test), "frames": m["frames"]}
+    ckpt = WORK / "render"
+    t = time.perf_counter()
+    r = train_sadtalker(ROOT / "configs" / "sadtalker" / "render.cpu.json", str(WORK / "data"), ckpt,
+                        max_minutes=a.minutes, progress=False)
+    res["train"] = {"steps": r.step, "s": time.perf_counter() - t, "minutes_budget": a.minutes,
+                    "val_loss": [(h["step"], h["val_loss"]) for h in r.history]}
+    print("trained:", res["train"], flush=True)
+    pipe = GeneratePipeline(GenerateConfig(renderer="sadtalker", sadtalker_checkpoints=str(ckpt)))
+    rows = []
+    for i, c in enumerate(test[:: max(1, len(test) // a.judge)][: a.judge]):   # both portraits
+        out = WORK / "out" / Path(c["video"]).name
+        out.parent.mkdir(exist_ok=True)
+        t = time.perf_counter()
+        g = pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
+        row = {"clip": out.name, "seconds": g.num_frames / g.fps, "generate_s": time.perf_counter() - t,
+               **bench_dawn.judge(out, c["phones"], test[(i + 1) % len(test)]["phones"], Path(c["portrait"])),
+               "teacher_r": bench_dawn.judge(Path(c["video"]), c["phones"], c["phones"], Path(c["portrait"]))["r"]}
+        rows.append(row)
+        print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+    res["test"] = rows
+    res["summary"] = {k: float(np.nanmean([r[k] for r in rows])) for k in
+                      ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib")}
+    res["goals"] = {"r>=0.4": res["summary"]["r"] >= 0.4, "dlib<=0.5": res["summary"]["dlib_distance"] <= 0.5}
+    res["load_after"] = os.getloadavg()
+    (ROOT / "bench" / "results" / "sadtalker_learning.json").write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res["summary"], indent=1), res["goals"])
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--official", help="a checkout of OpenTalker/SadTalker (outside this repo)")
     p.add_argument("--frames", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--variants", default="eager,folded,channels_last,batch")
+    p.add_argument("--learn", action="store_true", help="the CPU learning check instead of the speed run")
+    p.add_argument("--minutes", type=float, default=20.0, help="--learn: training time budget")
+    p.add_argument("--train-clips", type=int, default=20, help="--learn: per portrait")
+    p.add_argument("--test-clips", type=int, default=4, help="--learn: per portrait")
+    p.add_argument("--judge", type=int, default=8, help="--learn: held-out clips generated and judged")
     a = p.parse_args()
-    torch.set_grad_enabled(False)
-    res = {"threads": torch.get_num_threads(), "frames": a.frames, "size": 256,
-           "load_before": os.getloadavg()}
-    modules, data, frames, t_source, t_frame = ours(a.frames)
-    res["ours"] = {"source_s": t_source, "frame_s": t_frame, "s_per_video_s": 25 * t_frame}
-    print("ours:", res["ours"])
-    if a.official:
-        theirs, t_official = official(a.official, modules, data, a.frames)
-        res["official"] = {"frame_s": t_official, "s_per_video_s": 25 * t_official}
-        res["speedup"] = t_official / t_frame
-        res["max_abs_diff"] = float((theirs - frames).abs().max())
-        print("official:", res["official"], "speedup", round(res["speedup"], 2), "diff", res["max_abs_diff"])
-    res["load_after"] = os.getloadavg()
-    out = ROOT / "bench" / "results" / "sadtalker.json"
-    out.write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res, indent=1))
+    learn(a) if a.learn else speed(a)
 
 
 if __name__ == "__main__":

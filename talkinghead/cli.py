@@ -159,6 +159,15 @@ def _train_dawn(a: argparse.Namespace) -> None:
         _print_run(r)
 
 
+def _train_sadtalker(a: argparse.Namespace) -> None:
+    from talkinghead.training.sadtalker_tasks import train_sadtalker
+
+    r = train_sadtalker(a.config, a.data, a.output, steps=a.steps, max_minutes=a.max_minutes,
+                        vgg_weights=a.vgg_weights, resume=not a.restart, progress=not a.quiet)
+    if not a.quiet:
+        _print_run(r)
+
+
 def _train_ldm(a: argparse.Namespace) -> None:
     from talkinghead.training.ldm_tasks import train_ldm
 
@@ -319,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     td.add_argument("-q", "--quiet", action="store_true")
     td.set_defaults(func=_train_dawn)
+    ts = tsub.add_parser("sadtalker", help="train SadTalker's face render (keypoints, MappingNet, generator)")
+    ts.add_argument("--config", required=True, help="configs/sadtalker/render[.debug|.cpu].json")
+    ts.add_argument("--data", help="dataset from `talkinghead prepare` (overrides the config)")
+    ts.add_argument("-o", "--output", required=True, help="checkpoint directory (then "
+                    "`generate --renderer sadtalker --sadtalker-checkpoints DIR`)")
+    ts.add_argument("--steps", type=int)
+    ts.add_argument("--max-minutes", type=float)
+    ts.add_argument("--vgg-weights", help="torchvision vgg16/vgg19 weights for the perceptual loss")
+    ts.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    ts.add_argument("-q", "--quiet", action="store_true")
+    ts.set_defaults(func=_train_sadtalker)
     for name, what in (("difftalk", "DiffTalk"), ("fd2talk-render", "FD2Talk's frame-generation UNet")):
         tl = tsub.add_parser(name, help=f"train {what}: the latent autoencoder, then the UNet")
         tl.add_argument("--stage", required=True, choices=("vae", "unet"))

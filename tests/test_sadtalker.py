@@ -23,6 +23,7 @@ from talkinghead.render.sadtalker.mapping import MappingConfig, MappingNet
 
 from conftest import run_cli
 
+ROOT = Path(__file__).resolve().parents[1]
 FIX = Path(__file__).parent / "fixtures" / "sadtalker"
 GOLDEN = np.load(FIX / "golden.npz")
 LAYOUT = json.loads((FIX / "layout.json").read_text())
@@ -252,3 +253,112 @@ def test_generate_with_sadtalker_checkpoints_end_to_end(checkpoints, tmp_path, p
     assert diff[~inside].mean() < 4                                   # background kept (H.264 noise ~2)
     q = (x1 - x0) // 4
     assert diff[y0 + q: y1 - q, x0 + q: x1 - q].mean() > 20           # the face was re-rendered
+
+
+# --- training the face render through the shared loop (training/sadtalker_tasks.py) ---
+
+def _synthetic_shards(root: Path, videos: int = 3, frames: int = 40, size: int = 32) -> Path:
+    """A prepared dataset whose frames are a function of the coefficients: a dark mouth bar
+    whose height follows jawOpen, shifted sideways by the yaw."""
+    from talkinghead.types import BS, Motion
+
+    rng = np.random.default_rng(0)
+    names = []
+    for v in range(videos):
+        jaw = np.clip(0.5 + 0.5 * np.sin(np.arange(frames) / 3.0 + v), 0, 1)
+        yaw = 10 * np.sin(np.arange(frames) / 7.0 + v)
+        bs = np.zeros((frames, 52), np.float32)
+        bs[:, BS["jawOpen"]] = jaw
+        img = np.full((frames, size, size, 3), 170, np.uint8)
+        img[:, size // 4: size // 2, size // 4: 3 * size // 4] = 210                      # "eyes" band
+        for t in range(frames):
+            x0 = size // 3 + int(round(yaw[t] / 5))
+            img[t, size // 2 + 2: size // 2 + 3 + int(jaw[t] * size / 4), x0: x0 + size // 3] = 40
+        d = root / "shards" / f"v{v}"
+        d.mkdir(parents=True)
+        np.save(d / "frames.npy", img + rng.integers(0, 3, img.shape, dtype=np.uint8))
+        np.save(d / "masks.npy", np.zeros((frames, size, size), np.uint8))
+        np.save(d / "features.npy", np.zeros((frames, 4), np.float16))
+        Motion(bs, np.stack([yaw, np.zeros(frames), np.zeros(frames)], 1), np.tile([0, 0, -40.0], (frames, 1)),
+               np.full(frames, 0.3), np.full((frames, 2), 0.3)).save(d / "motion.npz")
+        (d / "info.json").write_text(json.dumps({"features": "mel", "frames": frames, "size": size}))
+        names.append(d.name)
+    (root / "manifest.json").write_text(json.dumps({"config": {"expand": 1.6, "size": size}, "shards": names}))
+    return root
+
+
+def test_keypoint_prior_is_face_vid2vids():
+    from talkinghead.training.sadtalker_tasks import keypoint_prior
+
+    far = torch.tensor([[[-1.0, 0, 0.33], [1.0, 0, 0.33]]])
+    assert float(keypoint_prior(far)) == pytest.approx(0.0, abs=1e-6)
+    near = torch.tensor([[[0.0, 0, 0.0], [0.1, 0, 0.0]]])      # |d|^2 = 0.01 < 0.1, depth 0 vs 0.33
+    assert float(keypoint_prior(near)) == pytest.approx(2 * 0.09 + 0.33, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_face_render_trains_resumes_and_generates(tmp_path, portrait_path, speech_path, capsys):
+    """`train sadtalker` on prepared shards: validation loss falls, the run resumes, and the
+    trained checkpoint drives `generate --renderer sadtalker` (coefficients from the motion model)."""
+    from talkinghead.cli import main
+    from talkinghead.io.video import iter_frames, video_info
+
+    data = _synthetic_shards(tmp_path / "data")
+    ckpt = tmp_path / "render"
+    args = ["train", "sadtalker", "--config", str(ROOT / "configs" / "sadtalker" / "render.debug.json"),
+            "--data", str(data), "-o", str(ckpt), "--steps", "40", "-q"]
+    with torch.enable_grad():
+        assert main(args) == 0
+        log = [json.loads(line) for line in (ckpt / "log.jsonl").read_text().splitlines()]
+        vals = [r["val_loss"] for r in log if "val_loss" in r]
+        assert vals[-1] < 0.7 * vals[0], vals
+        cfg = json.loads((ckpt / "config.json").read_text())["config"]
+        assert cfg["model"] == "sadtalker_render" and cfg["size"] == 32
+        assert main(args[:-3] + ["--steps", "42", "-q"]) == 0                     # resumes at 40
+    assert json.loads((ckpt / "train_state.json").read_text())["step"] == 42
+    out = tmp_path / "trained.mp4"
+    assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o", str(out),
+                 "--renderer", "sadtalker", "--sadtalker-checkpoints", str(ckpt), "-q"]) == 0
+    info = video_info(out)
+    assert info.num_frames == 100 and (info.width, info.height) == (512, 512)
+    frames = np.stack(list(iter_frames(out))).astype(np.float32)
+    assert np.abs(frames[1:] - frames[:-1]).mean() > 0                     # the face moves
+    (ckpt / "config.json").write_text(json.dumps({"config": {"model": "dawn_lfg"}}))
+    assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o",
+                 str(tmp_path / "x.mp4"), "--renderer", "sadtalker", "--sadtalker-checkpoints", str(ckpt), "-q"]) == 2
+    assert "not a SadTalker face-render checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_posevae_matches_official():
+    """The released PoseVAE (audio2pose): the official state filled from its stored layout (the
+    training-only discriminator `netD_motion.*` is dropped: ours does not build it)."""
+    from talkinghead.render.sadtalker.posevae import PoseVAE
+
+    full = random_state({k: torch.zeros(s) for k, s in LAYOUT["posevae"]}, SEEDS["posevae"])
+    state = {k: v for k, v in full.items() if not k.startswith("netD_motion.")}
+    model = PoseVAE()
+    assert sorted(model.state_dict()) == sorted(state)
+    model.load_state_dict(state)
+    x = inputs("posevae")
+    torch.manual_seed(19)
+    _close(model.eval().generate(x["mels"], x["ref"][:, 0, -6:], 5), "posevae/pose_pred")
+
+
+def test_posevae_loads_from_the_released_layout(tmp_path):
+    from safetensors.torch import save_file
+
+    from talkinghead.render.sadtalker.posevae import PoseVAE, load_posevae
+
+    state = random_state(PoseVAE().state_dict(), 70)
+    flat = {f"audio2pose.{k}": v.contiguous() for k, v in state.items()}
+    flat["audio2pose.netD_motion.seq.0.weight"] = torch.zeros(2, 2)        # training-only, skipped
+    save_file(flat, str(tmp_path / "SadTalker_V0.0.2_256.safetensors"))
+    model = load_posevae(tmp_path)
+    assert torch.equal(model.netG.decoder.classbias, state["netG.decoder.classbias"])
+    del flat["audio2pose.netG.decoder.pose_linear.bias"]
+    save_file(flat, str(tmp_path / "SadTalker_V0.0.2_256.safetensors"))
+    with pytest.raises(InputError, match=r"audio2pose\): missing key 'netG.decoder.pose_linear.bias'$"):
+        load_posevae(tmp_path)
+    with pytest.raises(InputError, match="PoseVAE"):
+        load_posevae(tmp_path / "nothing")

@@ -218,7 +218,7 @@ class SPADE(nn.Module):
 class SPADEResnetBlock(nn.Module):
     """Residual block with SPADE norms and spectrally normalised convolutions."""
 
-    def __init__(self, fin: int, fout: int, label_nc: int) -> None:
+    def __init__(self, fin: int, fout: int, label_nc: int, hidden: int = 128) -> None:
         super().__init__()
         sn = nn.utils.spectral_norm
         self.learned_shortcut = fin != fout
@@ -227,9 +227,9 @@ class SPADEResnetBlock(nn.Module):
         self.conv_1 = sn(nn.Conv2d(mid, fout, kernel_size=3, padding=1))
         if self.learned_shortcut:
             self.conv_s = sn(nn.Conv2d(fin, fout, kernel_size=1, bias=False))
-            self.norm_s = SPADE(fin, label_nc)
-        self.norm_0 = SPADE(fin, label_nc)
-        self.norm_1 = SPADE(mid, label_nc)
+            self.norm_s = SPADE(fin, label_nc, hidden)
+        self.norm_0 = SPADE(fin, label_nc, hidden)
+        self.norm_1 = SPADE(mid, label_nc, hidden)
 
     def forward(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         skip = self.conv_s(self.norm_s(x, seg)) if self.learned_shortcut else x

@@ -9,7 +9,8 @@ Two layouts are understood:
     `epoch_20.pth` (`net_recon`), `auido2exp_00300-model.pth` (`model`) and the mapping files.
 PyTorch files are read only through torch's restricted `weights_only` unpickler. Every module is
 loaded strictly; a missing, unexpected or mis-shaped key is a one-line InputError naming it.
-(`audio2pose.*`, the PoseVAE, is not used: pose comes from the motion model.)
+(`audio2pose.*`, the PoseVAE, is read by posevae.load_posevae; `generate` takes pose from the
+motion model.)
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ class GeneratorConfig:
     dense_motion: DenseMotionConfig = field(default_factory=DenseMotionConfig)
     decoder_channels: int = 256   # SPADE decoder input width (fixed at 256 in the official code)
     decoder_out: int = 64
+    decoder_hidden: int = 128     # SPADE's hidden width (128 in the official code)
+    decoder_middle: int = 6       # SPADE blocks at the feature's resolution (6 in the official code)
 
     @classmethod
     def debug(cls) -> "GeneratorConfig":
@@ -47,19 +49,20 @@ class SPADEDecoder(nn.Module):
     """(B, C, h, w) warped feature -> (B, 3, 4h, 4w) image in [0, 1]; the feature is also the
     SPADE blocks' segmentation input."""
 
-    def __init__(self, ic: int = 256, oc: int = 64) -> None:
+    def __init__(self, ic: int = 256, oc: int = 64, hidden: int = 128, middle: int = 6) -> None:
         super().__init__()
         self.fc = nn.Conv2d(ic, 2 * ic, 3, padding=1)
-        for i in range(6):
-            setattr(self, f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, ic))
-        self.up_0 = SPADEResnetBlock(2 * ic, ic, ic)
-        self.up_1 = SPADEResnetBlock(ic, oc, ic)
+        self.middle = middle
+        for i in range(middle):
+            setattr(self, f"G_middle_{i}", SPADEResnetBlock(2 * ic, 2 * ic, ic, hidden))
+        self.up_0 = SPADEResnetBlock(2 * ic, ic, ic, hidden)
+        self.up_1 = SPADEResnetBlock(ic, oc, ic, hidden)
         self.conv_img = nn.Conv2d(oc, 3, 3, padding=1)
         self.up = nn.Upsample(scale_factor=2)
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         x = self.fc(feature)
-        for i in range(6):
+        for i in range(self.middle):
             x = getattr(self, f"G_middle_{i}")(x, feature)
         x = self.up_0(self.up(x), feature)
         x = self.up_1(self.up(x), feature)
@@ -90,7 +93,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         out = c.block_expansion * 2 ** c.num_down_blocks
         self.third = SameBlock2d(c.max_features, out, lrelu=True)
         self.fourth = nn.Conv2d(out, out, kernel_size=1)
-        self.decoder = SPADEDecoder(c.decoder_channels, c.decoder_out)
+        self.decoder = SPADEDecoder(c.decoder_channels, c.decoder_out, c.decoder_hidden, c.decoder_middle)
 
     def source_volume(self, source: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, D, H/4, W/4): computed once per portrait."""

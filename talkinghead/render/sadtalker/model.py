@@ -19,6 +19,18 @@ from talkinghead.render.sadtalker.keypoints import KPConfig, KPDetector, transfo
 from talkinghead.render.sadtalker.mapping import MappingConfig, MappingNet
 
 
+def fold_for_inference(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every spectral norm (the SPADE blocks' convolutions) by its normalised weight.
+    In eval mode the hook recomputes W / sigma(W) on every call without a power iteration;
+    folding stores that very weight once, so outputs are unchanged."""
+    from torch.nn.utils import remove_spectral_norm
+
+    for m in module.modules():
+        if any(k.endswith("_orig") for k, _ in m.named_parameters(recurse=False)):
+            remove_spectral_norm(m)
+    return module
+
+
 @dataclass
 class SadTalkerModels:
     kp_extractor: KPDetector
@@ -45,6 +57,7 @@ class SadTalkerModels:
         load_modules(files, {"kp_extractor": models.kp_extractor, "generator": models.generator,
                              "face_3drecon": models.face_3drecon, "audio2exp": models.audio2exp},
                      models.mapping)
+        fold_for_inference(models.generator.eval())
         return models
 
     @torch.no_grad()

@@ -23,9 +23,9 @@ import torch
 
 from talkinghead.errors import InputError
 from talkinghead.render.base import RenderInputs, RenderOptions, paste_feathered
+from talkinghead.render.sadtalker.face_render import coefficient_window
 from talkinghead.types import BS, FaceAnalysis, Motion
 
-RADIUS = 13                    # MappingNet window: 2 * 13 + 1 = 27 frames
 EXP_CHUNK = 64                 # frames per ExpNet call
 
 
@@ -79,11 +79,16 @@ class SadTalkerRenderer:
         self.mode, self.crop_size = mode, crop_size
 
     @classmethod
-    def from_options(cls, options: RenderOptions) -> "SadTalkerRenderer":
+    def from_options(cls, options: RenderOptions):
+        """The released checkpoints' folder, or (a config.json there) a project-trained render."""
         root = options.checkpoint(cls.name)
         if not root:
             raise InputError("--renderer sadtalker needs --sadtalker-checkpoints DIR "
-                             "(SadTalker's released checkpoints folder)")
+                             "(SadTalker's released checkpoints folder, or `train sadtalker`'s output)")
+        if (Path(root) / "config.json").is_file():
+            from talkinghead.render.sadtalker.trained import TrainedSadTalkerRenderer
+
+            return TrainedSadTalkerRenderer(root, options.mode, options.crop_size)
         return cls(root, options.mode, options.crop_size)
 
     @torch.no_grad()
@@ -123,8 +128,7 @@ class SadTalkerRenderer:
 
         target = self.target_coefficients(src, motion, inputs)
         for t in range(len(target)):
-            idx = np.clip(np.arange(t - RADIUS, t + RADIUS + 1), 0, len(target) - 1)
-            window = torch.from_numpy(target[idx].T)[None]             # (1, C, 27)
+            window = torch.from_numpy(coefficient_window(target, t))[None]     # (1, C, 27)
             img = self.models.render(src.canonical, src.kp_source, src.volume, window)
             img = (img[0].permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
             yield (self.paste(src, img) if self.mode == "full"
