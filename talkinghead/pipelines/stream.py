@@ -88,7 +88,8 @@ class StreamMotion:
         self.feat_start = 0
         self.buf = np.zeros(0, np.float32)
         self.buf_start = 0               # absolute sample index of buf[0]
-        self.next_frame = 0
+        self.next_hop = 0                # first frame of the next hop to prepare
+        self.next_frame = 0              # ... and to sample
         # wall seconds per stage, and the worker thread's CPU seconds ("*_cpu": what the stage
         # costs on a core of its own, whatever else the machine runs)
         self.timings = {"features": 0.0, "motion": 0.0, "features_cpu": 0.0, "motion_cpu": 0.0}
@@ -107,23 +108,29 @@ class StreamMotion:
 
     def push(self, samples: np.ndarray) -> list[Motion]:
         """Add audio; return the Motion hops it completes (possibly none)."""
-        x = np.asarray(samples, np.float32).reshape(-1)
-        self.buf = np.concatenate([self.buf, x])
-        out = []
-        w, fs = self.config.window, self.config.frame_samples
-        while self.received >= (self.next_frame + w.hop + w.lookahead) * fs:
-            out.append(self._hop(self.next_frame + w.hop + w.lookahead, w.hop))
-        drop = max(0, len(self.buf) - self.keep)
-        self.buf, self.buf_start = self.buf[drop:], self.buf_start + drop
-        return out
+        return [self.sample(h) for h in self.prepare(samples)]
 
     def finish(self) -> list[Motion]:
         """The input ended: the remaining frames, silence standing in for the look-ahead."""
+        return [self.sample(h) for h in self.prepare(None)]
+
+    def prepare(self, samples: np.ndarray | None) -> list[Hop]:
+        """First stage of `push` (None: of `finish`): add audio, compute the features (and speech
+        gate) of every hop it completes. `sample` is the second stage; the two may run in
+        two threads, hops passed in order (the motion model's state is only `sample`'s)."""
         w, fs = self.config.window, self.config.frame_samples
-        total = -(-self.received // fs)                    # frames, the last partial one counts
         out = []
-        while self.next_frame < total:
-            out.append(self._hop(self.next_frame + w.hop + w.lookahead, min(w.hop, total - self.next_frame)))
+        if samples is None:
+            total = -(-self.received // fs)                # frames, the last partial one counts
+            while self.next_hop < total:
+                out.append(self._prepare(self.next_hop + w.hop + w.lookahead, min(w.hop, total - self.next_hop)))
+            return out
+        x = np.asarray(samples, np.float32).reshape(-1)
+        self.buf = np.concatenate([self.buf, x])
+        while self.received >= (self.next_hop + w.hop + w.lookahead) * fs:
+            out.append(self._prepare(self.next_hop + w.hop + w.lookahead, w.hop))
+        drop = max(0, len(self.buf) - self.keep)
+        self.buf, self.buf_start = self.buf[drop:], self.buf_start + drop
         return out
 
     def _features(self, lo: int, end: int) -> np.ndarray:
@@ -139,28 +146,51 @@ class StreamMotion:
         self.feat_start = lo
         return self.feat
 
-    def _hop(self, end: int, emit: int) -> Motion:
+    def _prepare(self, end: int, emit: int) -> Hop:
         cfg, fs = self.config, self.config.frame_samples
-        first = self.next_frame
+        first = self.next_hop
         t0, c0 = time.perf_counter(), time.thread_time()
         s1 = end * fs
-        window = self._features(first - self.model.known, end)                         # (K+H+L, A)
-        t1, c1 = time.perf_counter(), time.thread_time()
-        expr, pose = self.model.step(window, first, emit)
-        motion = to_motion(expr, pose, cfg.fps)
+        known = min(cfg.window.context, first)              # the frames the model holds by then
+        window = self._features(first - known, end)                                   # (K+H+L, A)
+        gate = None
         if cfg.gate:
             g0 = max(0, s1 - self.gate_samples)
-            gate = speech_gate(self.samples(g0, s1), (s1 - g0) // fs, cfg.fps)
             offset = first - g0 // fs
-            motion = gate_mouth(motion, gate[offset:offset + emit], [BS[c] for c in MOUTH_CHANNELS])
+            gate = speech_gate(self.samples(g0, s1), (s1 - g0) // fs, cfg.fps)[offset:offset + emit]
+        audio = self.samples(first * fs, (first + emit) * fs)
+        self.timings["features"] += time.perf_counter() - t0
+        self.timings["features_cpu"] += time.thread_time() - c0
+        self.next_hop += emit
+        return Hop(first, emit, window, gate, audio)
+
+    def sample(self, hop: Hop) -> Motion:
+        """Second stage: the motion transformers on a prepared hop -> its Motion."""
+        cfg = self.config
+        if hop.first != self.next_frame:
+            raise ValueError(f"hop at frame {hop.first}, expected {self.next_frame}: hops go in order")
+        t1, c1 = time.perf_counter(), time.thread_time()
+        expr, pose = self.model.step(hop.features, hop.first, hop.emit)
+        motion = to_motion(expr, pose, cfg.fps)
+        if hop.gate is not None:
+            motion = gate_mouth(motion, hop.gate, [BS[c] for c in MOUTH_CHANNELS])
         motion = motion.scaled(cfg.expression_scale, cfg.pose_scale)
         motion = still(motion) if cfg.still else motion
-        self.timings["features"] += t1 - t0
         self.timings["motion"] += time.perf_counter() - t1
-        self.timings["features_cpu"] += c1 - c0
         self.timings["motion_cpu"] += time.thread_time() - c1
-        self.next_frame += emit
+        self.next_frame += hop.emit
         return motion
+
+
+@dataclass
+class Hop:
+    """A hop's features, ready for the motion model: frames [first, first + emit)."""
+
+    first: int
+    emit: int
+    features: np.ndarray             # (K + H + L, A): the known frames, the new ones, the look-ahead
+    gate: np.ndarray | None          # (emit,) speech gate
+    audio: np.ndarray                # (emit * frame_samples,) the audio these frames show
 
 
 def fd2talk_stream(config: StreamConfig, controls: MotionControls, expression, pose,
@@ -185,11 +215,18 @@ class StreamSession:
 
     def hops(self, samples: np.ndarray | None) -> list[tuple[int, Motion, np.ndarray]]:
         """Features + motion for pushed audio (None: the input ended): (first frame, Motion,
-        its audio) per hop. With `render`, the two halves of `push`, for two threads."""
-        fs, out = self.motion.config.frame_samples, []
-        for m in (self.motion.push(samples) if samples is not None else self.motion.finish()):
-            f = self.queued
-            out.append((f, m, self.motion.samples(f * fs, (f + len(m)) * fs)))
+        its audio) per hop. With `render`, the two halves of `push`, for two threads; or
+        `prepare` (features) + `sample` (motion) + `render`, for three."""
+        return self.sample(self.prepare(samples))
+
+    def prepare(self, samples: np.ndarray | None) -> list[Hop]:
+        return self.motion.prepare(samples)
+
+    def sample(self, hops: list[Hop]) -> list[tuple[int, Motion, np.ndarray]]:
+        out = []
+        for h in hops:
+            m = self.motion.sample(h)
+            out.append((h.first, m, h.audio))
             self.queued += len(m)
         return out
 

@@ -112,22 +112,36 @@ class LiveStream:
         self.inbox.put(None)
 
     def _work(self, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
-        """Features + motion here; render + JPEG in a second thread, so the two use two cores."""
+        """Features here, motion in a second thread, render + JPEG in a third: each hop's
+        Whisper features are computed while the previous hop's motion is sampled and the one
+        before is drawn, so the three stages share the cores instead of taking turns."""
+        prepared: queue.Queue = queue.Queue()
         hops: queue.Queue = queue.Queue()
+        sampler = threading.Thread(target=self._sample, args=(prepared, hops), daemon=True)
         renderer = threading.Thread(target=self._render, args=(hops, loop, out), daemon=True)
         try:
             with single_threaded():
+                sampler.start()
                 renderer.start()
                 while True:
                     x = self.inbox.get()
-                    hops.put(self.session.hops(x))
+                    prepared.put(self.session.prepare(x))
                     if x is None:
                         break
-                hops.put(None)
+                prepared.put(None)
+                sampler.join()
                 renderer.join()
         finally:
+            prepared.put(None)
             hops.put(None)
             loop.call_soon_threadsafe(out.put_nowait, None)
+
+    def _sample(self, prepared: queue.Queue, hops: queue.Queue) -> None:
+        try:
+            while (batch := prepared.get()) is not None:
+                hops.put(self.session.sample(batch))
+        finally:
+            hops.put(None)
 
     def _render(self, hops: queue.Queue, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
         while (batch := hops.get()) is not None:
