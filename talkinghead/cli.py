@@ -75,7 +75,8 @@ def _generate(a: argparse.Namespace) -> None:
                          ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
                          dawn_checkpoint=a.dawn_checkpoints or a.dawn_checkpoint, dawn_steps=a.dawn_steps,
                          sadtalker_checkpoints=a.sadtalker_checkpoints,
-                         renderer_checkpoint=a.renderer_checkpoint)
+                         renderer_checkpoint=a.renderer_checkpoint, prompt=a.prompt,
+                         prompt_checkpoint=a.prompt_checkpoint, prompt_guidance=a.prompt_guidance)
     controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
                               blink_rate=a.blink_rate)
     out = GeneratePipeline(cfg)(a.image, a.audio, a.output, controls, progress=not a.quiet)
@@ -110,6 +111,15 @@ def _train_motion(a: argparse.Namespace) -> None:
     r = train_motion(a.model, a.config, a.corpus, a.output, steps=a.steps,
                      debug=True if a.debug_model else None, expert=a.expert,
                      max_minutes=a.max_minutes, resume=not a.restart, progress=not a.quiet)
+    if not a.quiet:
+        _print_run(r)
+
+
+def _train_prompt(a: argparse.Namespace) -> None:
+    from talkinghead.training.prompt_tasks import train_prompt
+
+    r = train_prompt(a.config, a.corpus, a.output, steps=a.steps, max_minutes=a.max_minutes,
+                     init=a.init, resume=not a.restart, progress=not a.quiet)
     if not a.quiet:
         _print_run(r)
 
@@ -234,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--expression-scale", type=float, default=1.0)
     g.add_argument("--pose-scale", type=float, default=1.0)
     g.add_argument("--blink-rate", type=float, help="blinks per second (e.g. 0.3)")
+    g.add_argument("--prompt", help="text steering the expression, e.g. \"smiling\", \"surprised\" "
+                   "(fd2talk motion; the prompt model of motion/prompt.py)")
+    g.add_argument("--prompt-checkpoint", help="a prompt model folder (default: the shipped one)")
+    g.add_argument("--prompt-guidance", type=float, default=1.0,
+                   help="classifier-free guidance on the prompt (1 = none; larger = stronger)")
     g.add_argument("--ref-pose", help="video whose head motion replaces the generated pose")
     g.add_argument("--ref-blink", help="video whose blinks replace the generated blinks")
     g.add_argument("--crop", action="store_true", help="output the face crop, not the full image")
@@ -315,6 +330,16 @@ def build_parser() -> argparse.ArgumentParser:
     tm.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
     tm.add_argument("-q", "--quiet", action="store_true")
     tm.set_defaults(func=_train_motion)
+    tp = tsub.add_parser("prompt", help="train the prompt-conditioned expression model (Hallo2 prompts)")
+    tp.add_argument("--config", help="configs/prompt/fd2talk_prompt[.debug].json")
+    tp.add_argument("--corpus", help="corpus directory (overrides the config)")
+    tp.add_argument("--init", help="expression model to start from (overrides the config; \"\" = scratch)")
+    tp.add_argument("-o", "--output", required=True, help="checkpoint directory")
+    tp.add_argument("--steps", type=int)
+    tp.add_argument("--max-minutes", type=float)
+    tp.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    tp.add_argument("-q", "--quiet", action="store_true")
+    tp.set_defaults(func=_train_prompt)
     td = tsub.add_parser("dawn", help="train DAWN's renderer: the LFG, then the A2V-FDM")
     td.add_argument("--stage", required=True, choices=("lfg", "a2v"))
     td.add_argument("--config", required=True, help="configs/dawn/{lfg,a2v}[.debug].json")

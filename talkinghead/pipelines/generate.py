@@ -26,6 +26,7 @@ from talkinghead.io.video import Background, check_video_output, write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MOTION_MODELS, MotionControls, get_motion_model
+from talkinghead.motion.prompt import prompted_motion
 from talkinghead.pipelines.drive import Portrait, load_portrait, timed
 from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
 from talkinghead.render.geometric import RenderConfig
@@ -60,6 +61,9 @@ class GenerateConfig:
     dawn_steps: int = 10             # DDIM steps of the A2V-FDM
     sadtalker_checkpoints: str | None = None  # SadTalker's released checkpoint folder
     renderer_checkpoint: str | None = None    # the picked renderer's checkpoint (difftalk, fd2talk)
+    prompt: str | None = None        # text prompt steering the expression (motion/prompt.py)
+    prompt_checkpoint: str | None = None      # prompt model folder (default: the shipped one)
+    prompt_guidance: float = 1.0     # classifier-free guidance on the prompt
 
 
 @dataclass
@@ -125,7 +129,8 @@ class GeneratePipeline:
                          **({config.renderer: config.renderer_checkpoint} if config.renderer_checkpoint else {})}))
         if config.motion_model not in MOTION_MODELS:
             get_motion_model(config.motion_model)                     # the unknown-name error
-        self._motion_model = None
+        self._motion_model = None if config.prompt is None else \
+            prompted_motion(config.motion_model, config.prompt, config.prompt_checkpoint, config.prompt_guidance)
         self._extractor = None
         self._lock = threading.RLock()
 
@@ -162,7 +167,9 @@ class GeneratePipeline:
         """The pipeline's steps after the motion model, on frames [start, start + len(motion))."""
         cfg = self.config
         if gate is not None:
-            motion = gate_mouth(motion, gate[start:start + len(motion)], [BS[c] for c in MOUTH_CHANNELS])
+            # a prompt's smile is an expression, not speech: it stays through pauses
+            mouth = [BS[c] for c in MOUTH_CHANNELS if not (cfg.prompt and c.startswith("mouthSmile"))]
+            motion = gate_mouth(motion, gate[start:start + len(motion)], mouth)
         motion = apply_references(motion, cfg.ref_pose, cfg.ref_blink, refs, start)
         motion = motion.scaled(cfg.expression_scale, cfg.pose_scale)
         return still(motion) if cfg.still else motion

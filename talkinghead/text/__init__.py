@@ -1,0 +1,1 @@
+"""Text prompts: sentence embeddings for conditioning (Hallo2 textual prompts)."""
