@@ -276,6 +276,10 @@ def test_linear_runner_equals_the_released_forward_for_any_chunk(released_a2v, t
             out = LinearRunner(unet, chunk, spill_dir=spill, positions=24)(noisy, fea, t, cond)
             assert (out - ref).abs().max() < 1e-4, chunk
     assert not list(tmp_path.iterdir())          # the mapped files are unlinked at once
+    from talkinghead.render.dawn.linear import auto_spill_dir
+
+    cpu = torch.device("cpu")
+    assert auto_spill_dir(10, 8, cpu) is None and auto_spill_dir(10 ** 8, 64, cpu) is not None
 
 
 def test_released_lfg_equals_the_official_code():
@@ -370,7 +374,7 @@ def test_generate_cli_runs_the_released_layout_end_to_end(tmp_path, portrait_pat
     _official_layout(tmp_path)
     out = tmp_path / "released.mp4"
     assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o", str(out),
-                 "--renderer", "dawn", "--dawn-checkpoints", str(tmp_path), "--render-steps", "2", "-q"]) == 0
+                 "--renderer", "dawn", "--dawn-checkpoints", str(tmp_path), "--dawn-steps", "2", "-q"]) == 0
     info = video_info(out)
     assert info.num_frames == 100 and (info.width, info.height) == (512, 512)
     (tmp_path / "DAWN_32.pth").write_bytes(b"not a pickle")

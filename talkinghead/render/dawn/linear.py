@@ -50,6 +50,26 @@ class Store:
         return t
 
 
+def activation_bytes(frames: int, latent: int, dim: int = 64) -> int:
+    """Rough whole-clip activation size of one denoiser pass: about six top-level tensors
+    (B=1, dim channels, latent x latent) are alive at the peak (measured 25.3 GiB on CUDA for 5000
+    frames at 256 (25,907 MiB), where this gives 29 GiB)."""
+    return 6 * frames * dim * latent * latent * 4
+
+
+def auto_spill_dir(frames: int, latent: int, device: torch.device) -> str | None:
+    """A temporary folder for memory-mapped activations when a CPU clip's activations would take
+    more than half of the available memory, else None (RAM)."""
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(x.split()[1]) * 1024 for x in f if x.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return None
+    return tempfile.gettempdir() if activation_bytes(frames, latent) > avail // 2 else None
+
+
 def _slice(src, a: int, b: int) -> torch.Tensor:
     """Frames a:b of a (B, C, F, H, W) tensor, or of a tuple of them concatenated on channels."""
     if isinstance(src, tuple):
@@ -191,7 +211,8 @@ def sample_linear(diffusion, fea: torch.Tensor, cond: torch.Tensor, chunk: int =
                   steps: int | None = None, progress=None) -> torch.Tensor:
     """The released DDIM sampler (`ddim_sample`, eta and dynamic thresholding as configured) over
     `LinearRunner`. fea (B, Cz+16, h, w); cond (B, F, D) -> motion latents (B, 3, F, h, w).
-    With generator=None the noise comes from torch's global generator in the released order."""
+    With generator=None the noise comes from torch's global generator in the released order.
+    spill_dir: a folder for memory-mapped activations, "auto" (`auto_spill_dir`) or None (RAM)."""
     unet: Unet3D = diffusion.denoise_fn
     cfg = unet.config
     steps = steps or cfg.sampling_timesteps
@@ -199,6 +220,8 @@ def sample_linear(diffusion, fea: torch.Tensor, cond: torch.Tensor, chunk: int =
     shape = (b, 3, n, fea.shape[-2], fea.shape[-1])
     dev = fea.device
     randn = lambda: torch.randn(shape, generator=generator, device="cpu" if generator else dev).to(dev)
+    if spill_dir == "auto":
+        spill_dir = auto_spill_dir(n, fea.shape[-1], dev)
     run = LinearRunner(unet, chunk, spill_dir)
     times = list(reversed(torch.linspace(0.0, cfg.timesteps, steps=steps + 2)[:-1].int().tolist()))
     img = randn()

@@ -230,7 +230,8 @@ class ReleasedDawnRenderer:
         pose = torch.from_numpy(pose_from_motion(motion, src.face_width))[None]
         eyes = torch.from_numpy(eyes_from_motion(motion))[None]
         cond = torch.cat([audio, pose, eyes], -1)                                   # (1, T, 1024 + 8)
-        return sample_linear(self.a2v.diffusion, src.fea, cond, self.chunk, torch.Generator().manual_seed(seed))
+        return sample_linear(self.a2v.diffusion, src.fea, cond, self.chunk, torch.Generator().manual_seed(seed),
+                             spill_dir="auto")
 
     def paste(self, src: ReleasedSource, crop: np.ndarray) -> np.ndarray:
         return paste_feathered(src.image, src.box, crop)
