@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 MEL_DIM = 320
 
 
-def make_checkpoint(out: Path, renderer: str, size: int, debug: bool = False) -> Path:
-    """A random-weight checkpoint (vae/ + unet/) of `renderer` at `size` px from our configs."""
+def make_checkpoint(out: Path, renderer: str, size: int, debug: bool = False, widths: str = "cpu") -> Path:
+    """A random-weight checkpoint (vae/ + unet/) of `renderer` at `size` px from our configs
+    (`widths`: "cpu" the .cpu.json configs, "paper" the paper-scale ones; `debug`: .debug.json)."""
     import torch
 
     from talkinghead.io.checkpoint import config_from, save_model
@@ -37,7 +38,7 @@ def make_checkpoint(out: Path, renderer: str, size: int, debug: bool = False) ->
     from talkinghead.training.ldm_tasks import MODEL_NAMES, RENDERERS
 
     torch.manual_seed(0)
-    tag = ".debug" if debug else ".cpu"
+    tag = ".debug" if debug else {"cpu": ".cpu", "paper": ""}[widths]
     vraw = json.loads((ROOT / f"configs/difftalk/vae{tag}.json").read_text())["model"]
     vcfg = config_from(VAEConfig, {**vraw, "size": size})
     save_model(out / "vae", build_vae(vcfg), vae_checkpoint_config(vcfg))
@@ -64,7 +65,7 @@ def _inputs(seconds: float):
     return motion, RenderInputs(clip=AudioClip(wave[None], 16000), progress=False)
 
 
-def _renderer(name: str, ckpt: Path, steps: int):
+def _renderer(name: str, ckpt: Path, steps: int, device: str = "cpu"):
     from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
     from talkinghead.io.image import read_image
     from talkinghead.render.base import RenderOptions, get_renderer
@@ -72,24 +73,30 @@ def _renderer(name: str, ckpt: Path, steps: int):
     image = read_image(ROOT / "talkinghead/assets/sample/portrait.jpg")
     with FaceLandmarker() as lm:
         face = analyze_portrait(image, "portrait", lm)
-    r = get_renderer(name, RenderOptions(steps=steps, checkpoints={name: str(ckpt)}))
+    r = get_renderer(name, RenderOptions(steps=steps, checkpoints={name: str(ckpt)})).to(device)
     return r, r.prepare(image, face)
 
 
-def speed(work: Path, sizes=(64, 128), frames: int = 8, steps: int = 10) -> list[dict]:
+def speed(work: Path, sizes=(64, 128), frames: int = 8, steps: int = 10, device: str = "cpu",
+          widths: str = "cpu") -> list[dict]:
+    """Seconds per frame through the renderer interface (after one warm-up frame)."""
     import torch
 
     out = []
     for size in sizes:
         for name, reg in (("difftalk", "difftalk"), ("fd2talk-render", "fd2talk")):
-            ckpt = make_checkpoint(work / f"{name}{size}", name, size)
-            r, state = _renderer(reg, ckpt, steps)
+            ckpt = make_checkpoint(work / f"{name}{size}", name, size, widths=widths)
+            r, state = _renderer(reg, ckpt, steps, device)
             motion, inputs = _inputs(frames / 25)
+            next(iter(r.frames(state, motion[:1], inputs)))                 # warm-up (CUDA init, caches)
             t0, c0 = time.perf_counter(), time.process_time()
             n = sum(1 for _ in r.frames(state, motion, inputs))
+            if device != "cpu":
+                torch.cuda.synchronize()
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             params = sum(p.numel() for p in r.model.parameters())
             out.append({"renderer": reg, "size": size, "steps": steps, "frames": n, "unet_params": params,
+                        "device": device, "widths": widths,
                         "s_per_frame": wall / n, "cpu_s_per_frame": cpu / n, "threads": torch.get_num_threads()})
             print(f"{reg:9s} {size:4d} px: {wall / n:.3f} s/frame wall, {cpu / n:.3f} s CPU "
                   f"({params / 1e6:.2f} M UNet params)", flush=True)
@@ -130,19 +137,22 @@ def memory(work: Path, lengths: tuple[float, ...], threads: int = 0) -> list[dic
     return out
 
 
-def learn(work: Path, vae_steps: int = 300, unet_steps: int = 400) -> dict:
+def learn(work: Path, vae_steps: int = 300, unet_steps: int = 400, mouth_weight: float = 1.0,
+          cond_in_time: bool = False) -> dict:
     """A synthetic sanity check, not the issue's learning check on real portraits: DiffTalk (debug
     widths) trained through the shared loop on synthetic faces whose mouth opening is one audio
     feature (tests/test_ldm.py's shards); on the held-out video, rendered with the renderer's own
     sampling (progressive reference, masked z_T) from its first frame, does the darkness of the
-    generated mouth follow that feature? Pearson r, and r against a shuffled feature (chance)."""
+    generated mouth follow that feature? Pearson r, and r against a shuffled feature (chance); the
+    same r for the VAE's reconstructions of the true frames (what the autoencoder can show at all).
+    `mouth_weight`, `cond_in_time`: the UNet's mouth-weighted loss and timestep-embedding condition."""
     sys.path.insert(0, str(ROOT / "tests"))
     from test_ldm import write_shards
 
     import torch
 
     from talkinghead.data.prepare import LIP_BIT
-    from talkinghead.render.ldm.autoencoder import encode
+    from talkinghead.render.ldm.autoencoder import decode, encode
     from talkinghead.render.ldm.difftalk import DiffTalkRenderer
     from talkinghead.render.ldm.renderer import LDMSource
     from talkinghead.training.ldm_tasks import train_ldm
@@ -156,6 +166,8 @@ def learn(work: Path, vae_steps: int = 300, unet_steps: int = 400) -> dict:
         raw["train"] = {**train, "steps": steps}
         if stage == "unet":
             raw["task"]["size"] = 32                                     # latent 16 x 16
+            raw["task"]["mouth_weight"] = mouth_weight
+            raw["model"]["cond_in_time"] = cond_in_time
         cfgs[stage] = work / f"{stage}.json"
         cfgs[stage].write_text(json.dumps(raw))
     t0 = time.perf_counter()
@@ -176,14 +188,190 @@ def learn(work: Path, vae_steps: int = 300, unet_steps: int = 400) -> dict:
     lips |= np.roll(lips, 1, 0) | np.roll(lips, -1, 0)
     dark = 255 - out[:, lips].mean((1, 2))                               # mouth darkness per frame
     truth = 255 - frames[:, lips].mean((1, 2))
+    with torch.no_grad():
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+        rec = ((decode(r.vae, encode(r.vae, x, r.scale), r.scale) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+    recon = 255 - rec[:, lips].mean((1, 2))
     rng = np.random.default_rng(0)
     corr = lambda a, b: float(np.corrcoef(a, b)[0, 1])  # noqa: E731
     res = {"train_seconds": train_s, "vae_val_loss": rv.history[-1]["val_loss"],
            "unet_val_loss_first": ru.history[0]["val_loss"], "unet_val_loss_last": ru.history[-1]["val_loss"],
+           "mouth_weight": mouth_weight, "cond_in_time": cond_in_time, "unet_steps": unet_steps,
            "r_output_vs_feature": corr(dark, feats[:, 0]), "r_truth_vs_feature": corr(truth, feats[:, 0]),
+           "r_vae_reconstruction_vs_feature": corr(recon, feats[:, 0]),
            "r_chance": float(np.mean([corr(dark, rng.permutation(feats[:, 0])) for _ in range(20)]))}
     print(json.dumps(res), flush=True)
     return res
+
+
+# -- the learning check on real portraits ------------------------------------------------------
+CHECK = Path("/work/data/ldm_check") if Path("/work/data").is_dir() else ROOT / "outputs" / "ldm_check"
+FOOTAGE = ("carphone.mp4", "WolfgangLanger_Pexels.mp4", "single_face.mp4")
+
+
+def _footage(out: Path) -> Path:
+    """The realism benchmark's real face clips, each given a silent track (`prepare` wants audio)."""
+    from talkinghead.assets import asset_path
+    from talkinghead.io.audio import write_wav
+    from talkinghead.io.video import iter_frames, video_info, write_video
+    from talkinghead.types import AudioClip
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in FOOTAGE:
+        src, dst = asset_path(name), out / name
+        if not dst.exists():
+            info = video_info(src)
+            silent = write_wav(out / f"{dst.stem}.silence.wav",
+                               AudioClip(np.zeros((1, int(info.num_frames / info.fps * 16000) + 16000), np.float32), 16000))
+            write_video(dst, iter_frames(src), info.fps, audio=silent)
+            silent.unlink()
+    return out
+
+
+def _merged(out: Path, parts: list[Path]) -> Path:
+    """One prepared dataset whose shards are the union of `parts`' (symlinks)."""
+    names = []
+    for part in parts:
+        meta = json.loads((part / "manifest.json").read_text())
+        for n in meta["shards"]:
+            link = out / "shards" / n
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to((part / "shards" / n).resolve())
+            names.append(n)
+    (out / "manifest.json").write_text(json.dumps({**meta, "shards": sorted(set(names))}))
+    return out
+
+
+def _clips(split: str, portraits: list[Path], voices: tuple[str, ...], count: int, seed: int) -> list[dict]:
+    """bench_dawn's clips (the geometric renderer's videos, cached in CHECK/split) of `portraits`."""
+    import bench_dawn
+
+    bench_dawn.WORK = CHECK
+    all_portraits = bench_dawn.portraits
+    bench_dawn.portraits = lambda: portraits
+    try:
+        return bench_dawn.make_clips(split, voices, count, seed)
+    finally:
+        bench_dawn.portraits = all_portraits
+
+
+def check_data(train_clips: int, test_clips: int, part: str = "all") -> tuple[list[Path], list[dict], dict]:
+    """The talking set (bench_dawn's: the geometric renderer's videos of the bundled portrait and
+    of a carphone frame speaking flite sentences; held out: the `rms` voice and other sentences)
+    prepared at 64 px, and the VAE's set: the talking set + the real face footage (appearance).
+    `part`: "train0" / "train1" / "test" makes only that part's clips (to run them side by side)."""
+    import bench_dawn
+
+    from talkinghead.data.prepare import PrepareConfig, prepare
+
+    bench_dawn.WORK = CHECK
+    t = time.perf_counter()
+    sample, carphone = bench_dawn.portraits()
+    parts = {"train0": lambda: _clips("train/p0", [sample], bench_dawn.TRAIN_VOICES, train_clips, 0),
+             "train1": lambda: _clips("train/p1", [carphone], bench_dawn.TRAIN_VOICES, train_clips, 2),
+             "test": lambda: _clips("test", [sample, carphone], (bench_dawn.TEST_VOICE,), test_clips, 1)}
+    prep = lambda src, name: prepare(src, CHECK / "prep" / name, PrepareConfig(size=64), workers=2,  # noqa: E731
+                                     progress=False)
+    if part == "prepare0":             # the first portrait's clips and the footage, while the rest are made
+        return [], [], {"p0": prep(CHECK / "train" / "p0", "p0"), "footage": prep(_footage(CHECK / "footage"), "footage")}
+    if part != "all":
+        parts[part]()
+        return [], [], {}
+    made = {k: len(parts[k]()) for k in ("train0", "train1", "test")}
+    test = parts["test"]()
+    made_s = time.perf_counter() - t
+    m = {k: prep(CHECK / "train" / k, k) for k in ("p0", "p1")}
+    f = prep(_footage(CHECK / "footage"), "footage")
+    _merged(CHECK / "data", [CHECK / "prep" / "p0", CHECK / "prep" / "p1"])
+    _merged(CHECK / "data_vae", [CHECK / "prep" / "p0", CHECK / "prep" / "p1", CHECK / "prep" / "footage"])
+    info = {"clips": made, "make_s": made_s, "train_videos": sum(x["videos"] for x in m.values()),
+            "frames": sum(x["frames"] for x in m.values()), "footage_frames": f["frames"],
+            "footage_skipped": f["skipped"], "s": time.perf_counter() - t}
+    print(json.dumps(info), flush=True)
+    return sorted((CHECK / "train").rglob("*.mp4")), test, info
+
+
+def _train_stages(stages: list[tuple], minutes: dict[str, float], threads: int = 1) -> dict:
+    """Train `stages` one after the other (a spawned worker runs one branch)."""
+    import torch
+
+    from talkinghead.training.ldm_tasks import train_ldm
+
+    torch.set_num_threads(threads)
+    out: dict = {}
+    for key, renderer, stage, config, data, vae, dst in stages:
+        t = time.perf_counter()
+        r = train_ldm(renderer, stage, config, str(data), dst, vae=None if vae is None else str(vae),
+                      max_minutes=minutes[key], progress=False)
+        out[key] = {"steps": r.step, "s": time.perf_counter() - t,
+                    "val_loss": [(h["step"], h["val_loss"]) for h in r.history if "val_loss" in h]}
+        print(key, json.dumps({k: out[key][k] for k in ("steps", "s")}), out[key]["val_loss"][-1], flush=True)
+    return out
+
+
+def _train_check(minutes: dict[str, float]) -> tuple[dict[str, Path], dict]:
+    """The shared VAE (talking set + footage); then side by side, one process each: DiffTalk's
+    UNet, and FD2Talk's reference decoder (fine-tuned from that VAE) followed by its UNet; each
+    stage bounded by `minutes`."""
+    import multiprocessing as mp
+
+    ck, cfg = CHECK / "ckpt", ROOT / "configs"
+    vae = [("vae", "difftalk", "vae", cfg / "difftalk/vae.cpu.json", CHECK / "data_vae", None, ck / "vae")]
+    branches = [[("difftalk", "difftalk", "unet", cfg / "difftalk/unet.cpu.json", CHECK / "data", ck / "vae",
+                  ck / "difftalk" / "unet")],
+                [("decoder", "fd2talk-render", "decoder", cfg / "difftalk/vae.cpu.json", CHECK / "data_vae",
+                  ck / "vae", ck / "fd2talk" / "vae"),
+                 ("fd2talk", "fd2talk-render", "unet", cfg / "fd2talk_render/unet.cpu.json", CHECK / "data",
+                  ck / "fd2talk" / "vae", ck / "fd2talk" / "unet")]]
+    out = _train_stages(vae, minutes, threads=2)
+    with mp.get_context("spawn").Pool(2) as pool:
+        for r in pool.starmap(_train_stages, [(b, minutes) for b in branches]):
+            out.update(r)
+    link = ck / "difftalk" / "vae"
+    if not link.exists():
+        link.symlink_to(ck / "vae")
+    return {"difftalk": ck / "difftalk", "fd2talk": ck / "fd2talk"}, out
+
+
+def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: int, reuse: bool) -> dict:
+    """The issue's learning check per renderer (cf. bench_dawn.py): train on the talking set, then
+    `generate --renderer difftalk|fd2talk` on the held-out voice's clips, judged on the output video
+    by the face model: mouth opening vs the TTS phones' visemes (Pearson r, goal >= 0.4), the same
+    against another clip's phones (chance), dlib distance to the portrait (goal <= 0.5)."""
+    import bench_dawn
+
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
+
+    train, test, res = [], [], {}
+    train, test, res["data"] = check_data(train_clips, test_clips)
+    ckpts = {"difftalk": CHECK / "ckpt" / "difftalk", "fd2talk": CHECK / "ckpt" / "fd2talk"}
+    if not reuse:
+        ckpts, res["train"] = _train_check(minutes)
+    picks = test
+    for name, ckpt in ckpts.items():
+        pipe = GeneratePipeline(GenerateConfig(renderer=name, renderer_checkpoint=str(ckpt), dawn_steps=steps))
+        rows = []
+        for i, c in enumerate(picks):
+            out = CHECK / "out" / name / Path(c["video"]).name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            t = time.perf_counter()
+            g = pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
+            other = picks[(i + 1) % len(picks)]["phones"]
+            rows.append({"clip": out.name, "frames": g.num_frames, "generate_s": time.perf_counter() - t,
+                         **bench_dawn.judge(out, c["phones"], other, Path(c["portrait"])),
+                         "teacher_r": bench_dawn.judge(Path(c["video"]), c["phones"], c["phones"],
+                                                       Path(c["portrait"]))["r"]})
+            print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+        res[name] = {"test": rows, "summary": {k: float(np.nanmean([r[k] for r in rows])) for k in
+                                                ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib")}}
+        print(name, json.dumps(res[name]["summary"]), flush=True)
+    return res
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
@@ -197,6 +385,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 gives "
                     "figures that hold up on a machine loaded by other work")
     ap.add_argument("--learn", action="store_true", help="only the synthetic learning sanity check")
+    ap.add_argument("--check", action="store_true", help="the learning check on real portraits "
+                    "(bench/results/ldm_check.json)")
+    ap.add_argument("--minutes", type=float, nargs=4, default=[5, 10, 2, 8], metavar=("VAE", "DIFFTALK", "DECODER",
+                    "FD2TALK"), help="--check: training minutes per stage (DiffTalk's UNet runs beside the "
+                    "other two: 15 minutes of wall time by default)")
+    ap.add_argument("--reuse", action="store_true", help="--check: judge the existing checkpoints")
+    ap.add_argument("--mouth-weight", type=float, default=1.0, help="--learn: the UNet's mouth loss weight")
+    ap.add_argument("--cond-in-time", action="store_true", help="--learn: condition in the timestep embedding too")
+    ap.add_argument("--unet-steps", type=int, default=400, help="--learn: UNet steps")
+    ap.add_argument("--data-only", choices=("all", "train0", "train1", "test", "prepare0"),
+                    help="only make (that part of) the real-portrait check's data")
+    ap.add_argument("--train-clips", type=int, default=20, help="real-portrait check: talking clips per portrait")
+    ap.add_argument("--test-clips", type=int, default=2, help="real-portrait check: held-out clips per portrait")
+    ap.add_argument("--device", default="cpu", help="speed only: cpu or cuda (the 256 px figure)")
+    ap.add_argument("--widths", choices=("cpu", "paper"), default="cpu",
+                    help="speed: the .cpu.json configs' widths or the paper-scale configs'")
+    ap.add_argument("--speed-only", action="store_true", help="skip the memory runs")
     ap.add_argument("--out", default=str(ROOT / "bench/results/ldm.json"))
     a = ap.parse_args()
     if a.threads:
@@ -205,16 +410,33 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.child:
         return child(float(a.child[0]), a.child[1])
+    if a.data_only:
+        sys.path.insert(0, str(ROOT / "bench"))
+        return print(check_data(a.train_clips, a.test_clips, a.data_only)[2])
+    if a.check:
+        sys.path.insert(0, str(ROOT / "bench"))
+        load = os.getloadavg()
+        res = check(a.train_clips, a.test_clips, dict(zip(("vae", "difftalk", "decoder", "fd2talk"), a.minutes)), 10, a.reuse)
+        res.update(load_average=load, load_average_end=os.getloadavg(), uptime=_uptime())
+        Path(ROOT / "bench/results/ldm_check.json").write_text(json.dumps(res, indent=1) + "\n")
+        return
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} on {os.cpu_count()} cores", flush=True)
     if a.learn:
         with tempfile.TemporaryDirectory() as tmp:
-            res = {"load_average": load, "learn": learn(Path(tmp)), "load_average_end": os.getloadavg()}
+            res = {"load_average": load, "learn": learn(Path(tmp), unet_steps=a.unet_steps, mouth_weight=a.mouth_weight,
+                                                         cond_in_time=a.cond_in_time),
+                   "load_average_end": os.getloadavg()}
         Path(a.out).write_text(json.dumps(res, indent=1))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        res = {"load_average": load, "speed": speed(Path(tmp), tuple(a.sizes), a.frames),
-               "memory": memory(Path(tmp), tuple(a.lengths), a.threads)}
+        res = {"load_average": load, "uptime": _uptime(),
+               "speed": speed(Path(tmp), tuple(a.sizes), a.frames, device=a.device, widths=a.widths)}
+        if a.speed_only:
+            res["load_average_end"] = os.getloadavg()
+            Path(a.out).write_text(json.dumps(res, indent=1))
+            return
+        res["memory"] = memory(Path(tmp), tuple(a.lengths), a.threads)
     m = res["memory"]
     key = "rss_max_while_streaming_mib"
     res["memory_ratio_long_vs_short"] = m[-1][key] / m[0][key]

@@ -64,15 +64,15 @@ def shards(tmp_path_factory) -> Path:
     return write_shards(tmp_path_factory.mktemp("ldm_data"))
 
 
-def _difftalk(seed: int = 0) -> DiffTalkUNet:
+def _difftalk(seed: int = 0, **kw) -> DiffTalkUNet:
     torch.manual_seed(seed)
     return DiffTalkUNet(DiffTalkConfig(**TINY, audio_dim=6, audio_window=2, audio_hidden=16,
-                                       landmark_rays=8, landmark_hidden=16)).eval()
+                                       landmark_rays=8, landmark_hidden=16, **kw)).eval()
 
 
-def _fd2talk(seed: int = 0) -> FD2TalkUNet:
+def _fd2talk(seed: int = 0, **kw) -> FD2TalkUNet:
     torch.manual_seed(seed)
-    return FD2TalkUNet(FD2TalkRenderConfig(**TINY)).eval()
+    return FD2TalkUNet(FD2TalkRenderConfig(**TINY, **kw)).eval()
 
 
 def _zero_cross_attention(model, first: bool) -> None:
@@ -112,6 +112,43 @@ def test_difftalk_conditioning_paths():
     assert (m(z, t, zm, zr + 1, audio, outline) - base).abs().max() > 1e-4
 
 
+@torch.no_grad()
+def test_condition_in_the_timestep_embedding():
+    """cond_in_time: C_l (DiffTalk) and the motion (FD2Talk) also reach every ResNet block through
+    the timestep embedding, so they still act with the cross-attentions silenced."""
+    g = torch.Generator().manual_seed(0)
+    z, zm, zr = (torch.randn(2, 4, 8, 8, generator=g) for _ in range(3))
+    audio, outline, t = torch.randn(2, 5, 6, generator=g), torch.rand(2, 10, generator=g), torch.tensor([10, 60])
+    m = _difftalk(cond_in_time=True)
+    assert m.unet.class_embedding is not None and _difftalk().unet.class_embedding is None
+    _zero_cross_attention(m, first=True)
+    base = m(z, t, zm, zr, audio, outline)
+    assert (m(z, t, zm, zr, audio + 1, outline) - base).abs().max() > 1e-4
+    assert (m(z, t, zm, zr, audio, outline + 0.1) - base).abs().max() > 1e-4
+    f = _fd2talk(cond_in_time=True)
+    _zero_cross_attention(f, first=True)
+    motion = torch.randn(2, 58, generator=g)
+    assert (f(z, t, zr, motion + 1) - f(z, t, zr, motion)).abs().max() > 1e-4
+
+
+def test_mouth_weighted_loss():
+    from talkinghead.render.ldm.difftalk import latent_box
+    from talkinghead.render.ldm.unet import diffusion_loss
+
+    box = latent_box(8, DiffTalkConfig.mouth_box)                      # (1, 1, 8, 8)
+    noise, x0 = torch.zeros(2, 4, 8, 8), torch.zeros(2, 4, 8, 8)
+    inside, outside = box.expand(2, 4, 8, 8).clone(), (1 - box).expand(2, 4, 8, 8).clone()
+    w = 1 + 4 * box
+    for err in (inside, outside):
+        assert diffusion_loss(err, x0, noise, "eps") == pytest.approx(float((err ** 2).mean()))
+    # same squared error in total: weighted, the mouth's counts more and the rest less; mean weight 1
+    share = float(box.mean())                                          # 24 of 64 cells
+    assert diffusion_loss(inside, x0, noise, "eps", w) == pytest.approx(share * 5 / (1 + 4 * share))
+    assert diffusion_loss(outside, x0, noise, "eps", w) == pytest.approx((1 - share) / (1 + 4 * share))
+    assert diffusion_loss(inside + outside, x0, noise, "eps", w) == pytest.approx(1.0)
+    assert diffusion_loss(x0 + 1, x0 + 1, noise, "x0", w) == 0
+
+
 def test_masked_frame_hides_the_mouth_only():
     box = DiffTalkConfig.mouth_box
     x = torch.rand(1, 3, 32, 32) * 2 - 1
@@ -129,6 +166,11 @@ def test_masked_frame_hides_the_mouth_only():
     assert f.shape == (10,) and abs(f[0] - 0.5) < 0.02 and abs(f[1] - 0.5) < 0.02
     assert 0.25 < f[2:].min() and f[2:].max() < 0.42
     assert not outline_features(np.zeros((8, 8), bool), 8).any()
+    # with the mouth box cut out, the jaw's drop (pixels inside the box) changes nothing
+    jaw = ell.copy()
+    jaw[int(0.93 * 64):int(0.95 * 64), 28:36] = True
+    assert not np.array_equal(outline_features(jaw, 8), f)
+    assert np.array_equal(outline_features(jaw, 8, box), outline_features(ell, 8, box))
 
 
 @torch.no_grad()
@@ -153,6 +195,28 @@ def test_fd2talk_two_cross_attentions_pinned():
     b1 = m1(z, t, zr, motion)
     assert torch.allclose(m1(z, t, zr, motion + 1), b1, atol=1e-6)
     assert (m1(z, t, zr + 1, motion) - b1).abs().max() > 1e-4
+
+
+@torch.no_grad()
+def test_fd2talk_reference_decoder():
+    """FD2Talk Sec. 3.4.2: the decoder's first layer reads [x; J_0]; it starts as the plain decoder."""
+    from talkinghead.render.ldm.autoencoder import (VAEConfig, add_reference_input, build_vae, decode, encode,
+                                                    has_reference_decoder)
+
+    torch.manual_seed(0)
+    vae = build_vae(VAEConfig(size=16, channels=(8, 8), groups=4, perceptual_weight=0)).eval()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = encode(vae, x, 0.5)
+    plain = decode(vae, z, 0.5)
+    assert not has_reference_decoder(vae) and torch.equal(decode(vae, z, 0.5, z[:1]), plain)
+    add_reference_input(vae)
+    assert has_reference_decoder(vae) and vae.decoder.conv_in.in_channels == 8
+    zr = torch.randn(1, 4, 8, 8)
+    assert torch.allclose(decode(vae, z, 0.5, zr), plain, atol=1e-5)        # the same up to summation order
+    vae.decoder.conv_in.weight[:, :4].normal_()
+    assert (decode(vae, z, 0.5, zr) - decode(vae, z, 0.5, zr + 1)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="reference latent"):
+        decode(vae, z, 0.5)
 
 
 def test_vae_loader_reads_a_diffusers_folder(tmp_path):
@@ -197,9 +261,15 @@ def test_unet_loss_falls(shards):
                                                           "landmark_rays": 8, "landmark_hidden": 16})),
                           ("fd2talk-render", FD2TalkRenderConfig(**TINY))):
         task = UNetTask(renderer, UNetTaskConfig(data=str(shards), vae=str(vae_dir), ref_min_gap=10,
-                                                 val_samples=4, size=16), cfg, 4)
+                                                 val_samples=4, size=16, mouth_weight=4), cfg, 4)
         assert task.model.config.latent_size == 8 and task.scale > 0
         batch = task.train_batch(0, torch.Generator().manual_seed(0))
+        # the mouth's latent cells weigh 4: DiffTalk's box, FD2Talk's lips (dilated by a cell)
+        w = task._mouth_weight(batch, torch.zeros(4, 4, 8, 8))
+        assert set(w.unique().tolist()) == {1.0, 4.0}
+        if renderer == "fd2talk-render":
+            lips = torch.nn.functional.adaptive_max_pool2d(batch["lips"], 8) > 0
+            assert w.shape == (4, 1, 8, 8) and (w[lips] == 4).all() and (w == 4).sum() > lips.sum()
         opt = torch.optim.Adam(task.model.parameters(), lr=2e-3)
         losses = []
         for _ in range(10):
@@ -246,11 +316,11 @@ def test_training_checkpoints_and_resumes(checkpoint, shards):
     assert [r["step"] for r in log if "val_loss" in r] == [0, 2, 4]
 
 
-def test_renderers_stream_chunk_independent_frames(checkpoint, portrait, portrait_face, tmp_path):
-    """The renderers through the interface: FD2Talk's frames do not depend on the chunk size and
-    follow the Motion; DiffTalk's follow the audio and ignore the Motion."""
-    import shutil
-
+def test_renderers_stream_chunk_independent_frames(checkpoint, shards, portrait, portrait_face, tmp_path):
+    """The renderers through the interface: FD2Talk's frames (decoded by its reference decoder) do
+    not depend on the chunk size and follow the Motion; DiffTalk's follow the audio and ignore the
+    Motion."""
+    from talkinghead.render.ldm.autoencoder import has_reference_decoder
     from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
     from talkinghead.render.ldm.fd2talk_render import FD2TalkUNet, FD2TalkRenderConfig
     from talkinghead.io.checkpoint import save_model
@@ -263,7 +333,9 @@ def test_renderers_stream_chunk_independent_frames(checkpoint, portrait, portrai
     other = Motion(motion.blendshapes + 0.5, motion.rotation, motion.translation, motion.scale, motion.ear,
                    relative=True)
     fd = tmp_path / "fd2talk"
-    shutil.copytree(checkpoint / "vae", fd / "vae")
+    # FD2Talk's reference decoder, fine-tuned from the VAE through the CLI (Sec. 3.4.2)
+    _run("train", "fd2talk-render", "--stage", "decoder", "--config", str(ROOT / "configs/difftalk/vae.debug.json"),
+         "--data", str(shards), "--vae", str(checkpoint / "vae"), "-o", str(fd / "vae"), "-q", "--steps", "2")
     fields = json.loads((checkpoint / "unet" / "config.json").read_text())["config"]
     torch.manual_seed(0)
     cfg = FD2TalkRenderConfig(**TINY)
@@ -271,6 +343,8 @@ def test_renderers_stream_chunk_independent_frames(checkpoint, portrait, portrai
                                                "latent_scale": fields["latent_scale"], "feature": "mel"})
     opts = RenderOptions(mode="crop", crop_size=32, steps=2, checkpoints={"fd2talk": str(fd)})
     r = get_renderer("fd2talk", opts)
+    assert has_reference_decoder(r.vae) and not has_reference_decoder(get_renderer(
+        "difftalk", RenderOptions(checkpoints={"difftalk": str(checkpoint)})).vae)
     state = r.prepare(portrait, portrait_face)
     frames = lambda m, chunk: (setattr(r, "chunk", chunk), np.stack(list(r.frames(state, m, RenderInputs()))))[1]  # noqa: E731
     a, b = frames(motion, 2), frames(motion, 5)
@@ -301,7 +375,7 @@ def test_generate_cli_renderer_difftalk(checkpoint, portrait_path, speech_path, 
 
     out = tmp_path / "out.mp4"
     _run("generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o", str(out),
-         "--renderer", "difftalk", "--renderer-checkpoint", str(checkpoint), "--dawn-steps", "2", "-q")
+         "--renderer", "difftalk", "--renderer-checkpoint", str(checkpoint), "--render-steps", "2", "-q")
     info = video_info(out)
     assert info.num_frames == 100 and info.has_audio
     # no checkpoint: one line, exit 2, no output

@@ -6,8 +6,15 @@
 - `--stage unet` of `difftalk`: target frame, a reference frame of the same video at least
   `ref_min_gap` frames away (DiffTalk: 60), the target masked at the mouth, the audio window and
   the face outline; epsilon loss (LDM);
+- `--stage decoder` of `fd2talk-render` (optional, FD2Talk Sec. 3.4.2): our VAE with the decoder
+  reading [x; J_0], encoder and decoder fine-tuned on two frames of one video (Eq. 13-15);
 - `--stage unet` of `fd2talk-render`: clips whose first frame is the reference (FD2Talk Sec.
   3.4.2), a frame of the clip as target, its Motion relative to the reference; J_0 loss (Eq. 16).
+
+`mouth_weight` (task config; 1 = the papers' plain loss) weighs the latent cells of the mouth
+(DiffTalk: its mouth box, the only cells generated at inference; FD2Talk: the target's lips,
+dilated) that much more than the rest: the mouth is a small part of the latent, and what the
+audio or motion must drive. The CPU configs use it (see docs).
 
 The VAE is frozen while the UNet trains; latents are scaled to unit variance (LDM's
 scale-by-std, measured on training frames) unless the VAE's config carries a scaling factor
@@ -24,8 +31,10 @@ import numpy as np
 import torch
 
 from talkinghead.errors import InputError
-from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae, encode, vae_checkpoint_config, vae_loss
-from talkinghead.render.ldm.difftalk import DiffTalkConfig, DiffTalkUNet, audio_windows, mask_mouth, outline_features
+from talkinghead.render.ldm.autoencoder import (VAEConfig, add_reference_input, build_vae, encode,
+                                                reference_decoder_loss, vae_checkpoint_config, vae_loss)
+from talkinghead.render.ldm.difftalk import (DiffTalkConfig, DiffTalkUNet, audio_windows, latent_box, mask_mouth,
+                                             outline_features)
 from talkinghead.render.ldm.fd2talk_render import FD2TalkRenderConfig, FD2TalkUNet, motion_vectors
 from talkinghead.render.ldm.unet import diffusion_loss, schedule_of
 from talkinghead.training.dawn_tasks import _rng, _splits
@@ -73,12 +82,52 @@ class VAETask:
 
 
 @dataclass
+class DecoderTaskConfig(VAETaskConfig):
+    vae: str = ""                  # the `--stage vae` checkpoint to start from
+
+
+class DecoderTask(VAETask):
+    """FD2Talk Sec. 3.4.2: our VAE, its decoder's first convolution over [x; J_0], encoder and
+    decoder fine-tuned on (F_1, F_2) pairs of one video (Eq. 13-15)."""
+
+    def __init__(self, cfg: DecoderTaskConfig, model_cfg: VAEConfig, batch_size: int) -> None:
+        from talkinghead.io.checkpoint import config_from, read_config
+        from talkinghead.render.ldm.autoencoder import is_diffusers_vae, load_vae
+
+        if is_diffusers_vae(cfg.vae):
+            raise InputError(f"{cfg.vae}: --stage decoder fine-tunes our `--stage vae` checkpoint; a diffusers "
+                             "VAE folder is not supported there")
+        base = load_vae(cfg.vae)
+        fields = read_config(cfg.vae)["config"]
+        vae_cfg = config_from(VAEConfig, {**fields, "kl_weight": model_cfg.kl_weight,
+                                          "perceptual_weight": model_cfg.perceptual_weight})
+        super().__init__(cfg, vae_cfg, batch_size)
+        if not vae_cfg.reference_decoder:
+            add_reference_input(base)
+            self.model_cfg.reference_decoder = True
+        self.model = base.train().requires_grad_(True)
+        rng = np.random.default_rng(0)
+        self._val = [self.val_set.pairs(4, rng) for _ in range(max(1, cfg.val_frames // 4))]
+
+    def train_batch(self, step: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.train_set.pairs(self.batch_size, _rng(g))
+
+    def loss(self, model, batch: tuple[torch.Tensor, torch.Tensor], g: torch.Generator):
+        dev = next(model.parameters()).device
+        if self.lpips is not None:
+            self.lpips.to(dev)
+        ref, x = (b.to(dev) * 2 - 1 for b in batch)
+        return reference_decoder_loss(model, ref, x, self.model_cfg, g, self.lpips)
+
+
+@dataclass
 class UNetTaskConfig:
     data: str = ""
     vae: str = ""                  # `--stage vae` checkpoint or a diffusers AutoencoderKL folder
     size: int = 0                  # crop side; 0: the VAE's training size (ours) or the shards'
     ref_min_gap: int = 60          # DiffTalk: the reference is this far from the target (or farthest)
     clip_length: int = 25          # FD2Talk: the reference is the first frame of such a clip
+    mouth_weight: float = 1.0      # loss weight of the mouth's latent cells (1: the papers' loss)
     val_samples: int = 16
 
 
@@ -93,9 +142,9 @@ class FrameSamples:
                        for v in shards.videos]
 
     def draw(self, n: int, rng: np.random.Generator, cfg: UNetTaskConfig, model_cfg) -> dict[str, torch.Tensor]:
-        from talkinghead.data.prepare import FACE_BIT
+        from talkinghead.data.prepare import FACE_BIT, LIP_BIT
 
-        keys = ("target", "ref", "audio", "outline", "motion")
+        keys = ("target", "ref", "audio", "outline", "motion", "lips")
         out: dict[str, list] = {k: [] for k in keys}
         for _ in range(n):
             k = int(rng.integers(len(self.shards.videos)))
@@ -108,11 +157,13 @@ class FrameSamples:
                 win = audio_windows(np.asarray(v.features), np.array([i]), model_cfg.audio_window)[0]
                 out["audio"].append(win)
                 face = (np.asarray(v.masks[i]) & FACE_BIT) > 0
-                out["outline"].append(torch.from_numpy(outline_features(face, model_cfg.landmark_rays)))
+                out["outline"].append(torch.from_numpy(outline_features(face, model_cfg.landmark_rays,
+                                                                        model_cfg.mouth_box)))
             else:
                 r = int(rng.integers(max(1, len(v) - cfg.clip_length + 1)))
                 i = min(len(v) - 1, r + int(rng.integers(cfg.clip_length)))
                 out["motion"].append(torch.from_numpy(mv[i] - mv[r]))
+                out["lips"].append(torch.from_numpy(((np.asarray(v.masks[i]) & LIP_BIT) > 0)[None].astype(np.float32)))
             both = self.shards._images(np.stack([v.frames[i], v.frames[r]])) * 2 - 1   # (2, 3, S, S)
             out["target"].append(both[0])
             out["ref"].append(both[1])
@@ -170,8 +221,22 @@ class UNetTask:
             pred = model(zt, t, zm, zr, b["audio"], b["outline"])
         else:
             pred = model(zt, t, zr, b["motion"])
-        loss = diffusion_loss(pred, z0, noise, self.model_cfg.prediction)
+        loss = diffusion_loss(pred, z0, noise, self.model_cfg.prediction, self._mouth_weight(b, z0))
         return loss, {"mse": float(loss.detach())}
+
+    def _mouth_weight(self, b: dict[str, torch.Tensor], z0: torch.Tensor) -> torch.Tensor | None:
+        """(B or 1, 1, h, w): mouth_weight on the mouth's latent cells, 1 elsewhere (None if 1)."""
+        import torch.nn.functional as F
+
+        w = self.cfg.mouth_weight
+        if w == 1:
+            return None
+        h = z0.shape[-1]
+        if self.renderer == "difftalk":
+            mouth = latent_box(h, self.model_cfg.mouth_box).to(z0)
+        else:   # the target's lips, (B, 1, S, S) -> cells they touch, dilated by one cell
+            mouth = F.max_pool2d(F.adaptive_max_pool2d(b["lips"], h), 3, 1, 1)
+        return 1 + (w - 1) * mouth
 
     def val_batches(self):
         return self._val
@@ -204,6 +269,14 @@ def train_ldm(renderer: str, stage: str, config: str | Path, data: str | None, o
     if stage == "vae":
         task_cfg = dataclass_from(VAETaskConfig, raw.get("task", {}), f"{config} task")
         model_cfg = dataclass_from(VAEConfig, _tuples(raw.get("model", {})), f"{config} model")
+    elif stage == "decoder":
+        if renderer != "fd2talk-render":
+            raise InputError("--stage decoder is FD2Talk's (train fd2talk-render); DiffTalk decodes with the plain VAE")
+        task_cfg = dataclass_from(DecoderTaskConfig, raw.get("task", {}), f"{config} task")
+        model_cfg = dataclass_from(VAEConfig, _tuples(raw.get("model", {})), f"{config} model")
+        task_cfg.vae = vae or task_cfg.vae
+        if not task_cfg.vae:
+            raise InputError("train fd2talk-render --stage decoder needs --vae DIR (a `--stage vae` checkpoint)")
     elif stage == "unet":
         task_cfg = dataclass_from(UNetTaskConfig, raw.get("task", {}), f"{config} task")
         model_cfg = dataclass_from(RENDERERS[renderer][0], _tuples(raw.get("model", {})), f"{config} model")
@@ -212,11 +285,13 @@ def train_ldm(renderer: str, stage: str, config: str | Path, data: str | None, o
             raise InputError(f"train {renderer} --stage unet needs --vae DIR (a `--stage vae` checkpoint "
                              "or a diffusers AutoencoderKL folder)")
     else:
-        raise InputError(f"unknown stage {stage!r} (vae or unet)")
+        raise InputError(f"unknown stage {stage!r} (vae, decoder or unet)")
     task_cfg.data = data or task_cfg.data
     if not task_cfg.data:
         raise InputError("no dataset: pass --data DIR (made by `talkinghead prepare`)")
     override(train_cfg, steps, max_minutes)
-    task = (VAETask(task_cfg, model_cfg, train_cfg.batch_size) if stage == "vae"
-            else UNetTask(renderer, task_cfg, model_cfg, train_cfg.batch_size))
+    tasks = {"vae": lambda: VAETask(task_cfg, model_cfg, train_cfg.batch_size),
+             "decoder": lambda: DecoderTask(task_cfg, model_cfg, train_cfg.batch_size),
+             "unet": lambda: UNetTask(renderer, task_cfg, model_cfg, train_cfg.batch_size)}
+    task = tasks[stage]()
     return train(task, train_cfg, output, resume=resume, progress=progress)

@@ -11,8 +11,15 @@ Portraits Animation", CVPR 2023; ../shared/papers/difftalk.txt, Sec. 3).
   latent: C_v = [z_t; z_m; z_r] feeds the UNet's first layer.
 - Landmarks: the face outline, mouth excluded, through an MLP E_L -> l in R^{D_L}. The outline is
   read from the face-oval landmarks drawn into `prepare`'s face mask (its centroid and its extent
-  along `landmark_rays` directions), so training shards and portraits give the same feature.
-- C_l = [a; l] is the key/value of the UNet's cross-attentions (projected to `cond_tokens` tokens).
+  along `landmark_rays` directions), so training shards and portraits give the same feature; the
+  mouth box is cut out of the region first ("landmarks in the mouth area are masked to avoid
+  shortcuts"): otherwise the chin's drop tells the opening of the mouth, which the model then
+  reads from the landmarks instead of the audio, and at inference the portrait's still outline
+  says "closed".
+- C_l = [a; l] is the key/value of the UNet's cross-attentions (projected to `cond_tokens` tokens);
+  with `cond_in_time` (the CPU configs; not in the paper) C_l is also added to the timestep
+  embedding, so it scales and shifts every ResNet block, a stronger path for small, briefly
+  trained models.
 - Progressive reference at inference (Sec. 3.3, Fig. 4): frame i+1's reference is frame i's
   output (its latent), the first frame's is the portrait. "Masked z_T" (Sec. 3.3): only the
   latent cells of the mouth box are generated; every DDIM step's x0 estimate keeps the
@@ -68,10 +75,17 @@ def latent_box(h: int, box: tuple[float, float, float, float]) -> torch.Tensor:
     return out
 
 
-def outline_features(face_mask: np.ndarray, rays: int) -> np.ndarray:
+def outline_features(face_mask: np.ndarray, rays: int,
+                     exclude: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """(rays + 2,) float32: the face region's centroid (x, y) and its extent along `rays`
-    directions from it, as fractions of the crop side (zeros when the mask is empty)."""
+    directions from it, as fractions of the crop side (zeros when the mask is empty). `exclude`
+    (the mouth box, fractions of the crop) is cut out of the region first: "landmarks in the mouth
+    area are masked to avoid shortcuts" (Sec. 3.2), the jaw's drop included."""
     s = face_mask.shape[-1]
+    if exclude is not None:
+        x0, y0, x1, y1 = (int(round(v * s)) for v in exclude)
+        face_mask = face_mask.copy()
+        face_mask[..., y0:y1, x0:x1] = False
     ys, xs = np.nonzero(face_mask)
     if len(xs) == 0:
         return np.zeros(rays + 2, np.float32)
@@ -118,18 +132,24 @@ class DiffTalkUNet(nn.Module):
                                        nn.Linear(cfg.landmark_hidden, cfg.landmark_hidden))
         self.cond = nn.Linear(cfg.audio_hidden + cfg.landmark_hidden, cfg.cond_tokens * cfg.cross_dim)
         c = cfg.latent_channels
-        self.unet = build_unet(cfg, 3 * c, c)
+        self.unet = build_unet(cfg, 3 * c, c, cfg.audio_hidden + cfg.landmark_hidden)
+
+    def condition(self, audio: torch.Tensor, outline: torch.Tensor) -> torch.Tensor:
+        """C_l = [a; l]: (B, D_A + D_L)."""
+        return torch.cat([self.audio(audio), self.landmarks(outline)], -1)
 
     def tokens(self, audio: torch.Tensor, outline: torch.Tensor) -> torch.Tensor:
-        """C_l = [a; l] -> (B, cond_tokens, cross_dim)."""
-        c = torch.cat([self.audio(audio), self.landmarks(outline)], -1)
-        return self.cond(c).unflatten(-1, (self.config.cond_tokens, self.config.cross_dim))
+        """C_l -> (B, cond_tokens, cross_dim), the cross-attentions' keys and values."""
+        return self.cond(self.condition(audio, outline)).unflatten(-1, (self.config.cond_tokens, self.config.cross_dim))
 
     def forward(self, zt: torch.Tensor, t: torch.Tensor, z_masked: torch.Tensor, z_ref: torch.Tensor,
                 audio: torch.Tensor, outline: torch.Tensor) -> torch.Tensor:
         """zt, z_masked, z_ref (B, C, h, w); audio (B, 2w+1, D); outline (B, rays+2) -> epsilon."""
         cv = torch.cat([zt, z_masked, z_ref], 1)                # C_v = [z_t; z_m; z_r]
-        return self.unet(cv, t, encoder_hidden_states=self.tokens(audio, outline)).sample
+        cl = self.condition(audio, outline)
+        tokens = self.cond(cl).unflatten(-1, (self.config.cond_tokens, self.config.cross_dim))
+        return self.unet(cv, t, encoder_hidden_states=tokens,
+                         class_labels=cl if self.config.cond_in_time else None).sample
 
 
 def build_difftalk(fields: dict) -> DiffTalkUNet:
@@ -155,7 +175,7 @@ class DiffTalkRenderer(LDMRenderer):
         from talkinghead.render.ldm.autoencoder import encode
 
         cfg = self.model.config
-        outline = outline_features((src.masks & FACE_BIT) > 0, cfg.landmark_rays)
+        outline = outline_features((src.masks & FACE_BIT) > 0, cfg.landmark_rays, cfg.mouth_box)
         z_masked = encode(self.vae, mask_mouth(src.crop, cfg.mouth_box), self.scale)
         box = latent_box(z_masked.shape[-1], cfg.mouth_box)
         return {"z_masked": z_masked, "outline": torch.from_numpy(outline)[None], "mouth": box}
@@ -169,7 +189,7 @@ class DiffTalkRenderer(LDMRenderer):
         ref = src.z
         for a in range(0, n, chunk):
             frames = range(a, min(n, a + chunk))
-            win = audio_windows(audio, np.arange(frames.start, frames.stop), cfg.audio_window)
+            win = audio_windows(audio, np.arange(frames.start, frames.stop), cfg.audio_window).to(self.device)
             b = len(frames)
             zm, out = src.extra["z_masked"].expand(b, -1, -1, -1), src.extra["outline"].expand(b, -1)
             zr = ref.expand(b, -1, -1, -1)

@@ -9,9 +9,11 @@ appearance, the reference latent x = E(I) as tokens. The UNet predicts J_0 (Eq. 
 
 Our Motion stands in for the 3DMM coefficients: expression = the 52 blendshapes, pose =
 yaw/pitch/roll / 10 deg and translation (cm), all relative to the reference frame, the Motion
-that FD2Talk's motion model (talkinghead/motion/fd2talk.py) produces. Deviations: the decoder is
-the plain VAE decoder (the paper feeds [J_0; x] to a decoder whose first layer is replaced and
-fine-tuned); training uses the measured Motion of the video, not the motion model's predictions.
+that FD2Talk's motion model (talkinghead/motion/fd2talk.py) produces. The decoder reads the
+reference latent with the frame's, D([x; J_0]) (Sec. 3.3, 3.4.2), when the VAE was fine-tuned
+with `train fd2talk-render --stage decoder` (autoencoder.add_reference_input); a plain VAE decodes
+J_0 alone. Deviations: training uses the measured Motion of the video, not the motion model's
+predictions; `cond_in_time` (CPU configs) also adds the motion vector to the timestep embedding.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class FD2TalkUNet(nn.Module):
         self.motion = nn.Linear(MOTION_DIM, cfg.cond_tokens * cfg.cross_dim)
         self.appearance = nn.Conv2d(c, cfg.cross_dim, p, stride=p)
         self.appearance_pos = nn.Parameter(torch.randn((cfg.latent_size // p) ** 2, cfg.cross_dim) * 0.02)
-        self.unet = build_unet(cfg, c, c)
+        self.unet = build_unet(cfg, c, c, MOTION_DIM)
         add_second_cross_attention(self.unet)
 
     def motion_tokens(self, motion: torch.Tensor) -> torch.Tensor:   # (B, 58) -> (B, tokens, cross)
@@ -61,6 +63,7 @@ class FD2TalkUNet(nn.Module):
     def forward(self, zt: torch.Tensor, t: torch.Tensor, z_ref: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """zt, z_ref (B, C, h, w); motion (B, 58) -> the J_0 estimate."""
         return self.unet(zt, t, encoder_hidden_states=self.motion_tokens(motion),
+                         class_labels=motion if self.config.cond_in_time else None,
                          cross_attention_kwargs={"ip_hidden_states": self.appearance_tokens(z_ref)}).sample
 
 
@@ -86,7 +89,7 @@ class FD2TalkRenderer(LDMRenderer):
 
         if not motion.relative:
             raise ValueError("the FD2Talk renderer is driven by motion relative to the portrait")
-        vectors = torch.from_numpy(motion_vectors(motion))
+        vectors = torch.from_numpy(motion_vectors(motion)).to(self.device)
         for a in range(0, len(motion), self.chunk):
             frames = range(a, min(len(motion), a + self.chunk))
             zr = src.z.expand(len(frames), -1, -1, -1)

@@ -93,7 +93,15 @@ class LDMRenderer:
         self.size = int(fields["size"])
         self.scale = float(fields["latent_scale"])
         self.steps, self.mode, self.crop_size, self.chunk = steps, mode, crop_size, chunk
+        self.device = torch.device("cpu")
         self._extractors: dict = {}
+
+    def to(self, device: str | torch.device) -> "LDMRenderer":
+        """Run the VAE and the UNet on `device` (e.g. "cuda"); frames come back to the CPU."""
+        self.device = torch.device(device)
+        self.vae.to(self.device)
+        self.model.to(self.device)
+        return self
 
     @classmethod
     def from_options(cls, options) -> "LDMRenderer":
@@ -117,10 +125,10 @@ class LDMRenderer:
 
         box = crop_box(face, self.crop_expand)
         crop = crop_image(image, box, self.size)
-        x = to_unit(torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0)
+        x = to_unit(torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0).to(self.device)
         masks = region_masks((face.landmarks[:, :2] - box[:2]) * (self.size / (box[2] - box[0])), self.size)
         src = LDMSource(image, box, x, encode(self.vae, x, self.scale), masks, {})
-        src.extra = self.conditions(src)
+        src.extra = {k: v.to(self.device) for k, v in self.conditions(src).items()}
         return src
 
     def paste(self, src: LDMSource, crop: np.ndarray) -> np.ndarray:
@@ -146,7 +154,7 @@ class LDMRenderer:
 
         from talkinghead.render.ldm.autoencoder import decode
 
-        out = (decode(self.vae, z, self.scale) + 1) / 2                            # (c, 3, S, S)
+        out = (decode(self.vae, z, self.scale, src.z).cpu() + 1) / 2               # (c, 3, S, S)
         for img in (out.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8):
             yield (self.paste(src, img) if self.mode == "full"
                    else cv2.resize(img, (self.crop_size, self.crop_size), interpolation=cv2.INTER_CUBIC))
@@ -165,4 +173,4 @@ class LDMRenderer:
             est = to_x0(denoise(x, t), x, t, acp, pred)
             return est if known is None else known[0] * est + (1 - known[0]) * known[1]
 
-        return ddim(x0, noise, schedule, self.steps)
+        return ddim(x0, noise.to(self.device), schedule, self.steps)

@@ -32,9 +32,14 @@ class LDMConfig:
     diffusion_steps: int = 1000
     prediction: str = "eps"                   # "eps" or "x0"
     schedule: str = "linear"                  # "linear" (LDM) or "cosine"
+    # the condition vector also added to the timestep embedding (a scale-and-shift of every ResNet
+    # block, diffusers' "projection" class embedding); False: cross-attention only, as the papers
+    cond_in_time: bool = False
 
 
-def build_unet(cfg: LDMConfig, in_channels: int, out_channels: int):
+def build_unet(cfg: LDMConfig, in_channels: int, out_channels: int, cond_dim: int | None = None):
+    """The UNet; with `cfg.cond_in_time`, `cond_dim` is the width of the condition vector passed
+    as `class_labels` (added to the timestep embedding)."""
     from diffusers import UNet2DConditionModel
 
     n = len(cfg.channels)
@@ -45,7 +50,9 @@ def build_unet(cfg: LDMConfig, in_channels: int, out_channels: int):
                                 out_channels=out_channels, down_block_types=down, up_block_types=up,
                                 block_out_channels=tuple(cfg.channels), layers_per_block=cfg.layers_per_block,
                                 norm_num_groups=cfg.groups, cross_attention_dim=cfg.cross_dim,
-                                attention_head_dim=cfg.heads)
+                                attention_head_dim=cfg.heads,
+                                class_embed_type="projection" if cfg.cond_in_time else None,
+                                projection_class_embeddings_input_dim=cond_dim if cfg.cond_in_time else None)
 
 
 def schedule_of(cfg: LDMConfig):
@@ -114,9 +121,16 @@ def to_x0(pred: torch.Tensor, x: torch.Tensor, t: torch.Tensor, alphas_cumprod: 
     return (x - (1 - ab).sqrt() * pred) / ab.sqrt()
 
 
-def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, prediction: str) -> torch.Tensor:
-    """LDM Eq. 2 (epsilon) or FD2Talk Eq. 16 (x0): the mean squared error of the prediction."""
-    return F.mse_loss(pred, noise if prediction == "eps" else x0)
+def diffusion_loss(pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, prediction: str,
+                   weight: torch.Tensor | None = None) -> torch.Tensor:
+    """LDM Eq. 2 (epsilon) or FD2Talk Eq. 16 (x0): the mean squared error of the prediction;
+    `weight` (broadcast to the latent, e.g. (B, 1, h, w) heavier on the mouth) is normalised to
+    mean 1 per sample, so the loss's scale does not change with it."""
+    err = (pred - (noise if prediction == "eps" else x0)) ** 2
+    if weight is None:
+        return err.mean()
+    w = weight.expand_as(err)
+    return (err * w / w.mean(dim=tuple(range(1, w.dim())), keepdim=True)).mean()
 
 
 def frame_noise(shape: tuple[int, ...], frames: range, seed: int) -> torch.Tensor:
