@@ -265,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dawn-checkpoints", metavar="DIR",
                    help="DAWN's released files (LFG_128_1000ep.pth, DAWN_128.pth, hubert-large-ls960-ft/; "
                         "or DIR/DAWN_256.pth for the 256 model)")
-    g.add_argument("--dawn-steps", type=int, default=10, help="DDIM steps of the diffusion renderers "
-                   "(dawn, difftalk, fd2talk)")
+    g.add_argument("--render-steps", "--dawn-steps", dest="dawn_steps", type=int, default=10,
+                   help="DDIM steps of the diffusion renderers (dawn, difftalk, fd2talk); "
+                        "--dawn-steps is the older name")
     g.add_argument("--sadtalker-checkpoints", metavar="DIR",
                    help="SadTalker's released checkpoints folder (SadTalker_V0.0.2_256.safetensors, "
                         "mapping_00109-model.pth.tar, ...)")
@@ -366,11 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     ts.set_defaults(func=_train_sadtalker)
     for name, what in (("difftalk", "DiffTalk"), ("fd2talk-render", "FD2Talk's frame-generation UNet")):
         tl = tsub.add_parser(name, help=f"train {what}: the latent autoencoder, then the UNet")
-        tl.add_argument("--stage", required=True, choices=("vae", "unet"))
+        tl.add_argument("--stage", required=True, choices=("vae", "decoder", "unet") if name == "fd2talk-render"
+                        else ("vae", "unet"), help="decoder (FD2Talk): fine-tune the VAE with the reference decoder")
         tl.add_argument("--config", required=True, help="configs/difftalk/vae[.debug|.cpu].json, "
                         f"configs/{name.replace('-', '_')}/unet[.debug|.cpu].json")
         tl.add_argument("--data", help="dataset from `talkinghead prepare` (overrides the config)")
-        tl.add_argument("--vae", help="stage unet: a --stage vae checkpoint or a diffusers AutoencoderKL folder")
+        tl.add_argument("--vae", help="stage unet: a --stage vae (or decoder) checkpoint or a diffusers "
+                        "AutoencoderKL folder; stage decoder: the --stage vae checkpoint to fine-tune")
         tl.add_argument("-o", "--output", required=True, help="checkpoint directory (DIR/vae, DIR/unet)")
         tl.add_argument("--steps", type=int)
         tl.add_argument("--max-minutes", type=float)
