@@ -27,6 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from talkinghead.render.sadtalker.blocks import AntiAliasInterpolation2d, DownBlock as DownBlock2d
+from talkinghead.render.sadtalker.blocks import ResBlock as ResBlock2d, SameBlock2d, coordinate_grid
+from talkinghead.render.sadtalker.blocks import _width as _sad_width
+
+
+def _width(i: int, expansion: int, max_features: int) -> int:
+    return _sad_width(expansion, max_features, i)
+
 
 @dataclass
 class MRAAConfig:
@@ -80,50 +88,16 @@ class MRAAConfig:
         return min(g["max_features"], g["block_expansion"] * 2 ** g["num_down_blocks"])
 
 
-# ---- building blocks (names as released) ----------------------------------------------------------
+# ---- building blocks (names as released; the FOMM family's blocks shared with SadTalker's) -----
 
-def coordinate_grid(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """(h, w, 2) grid of (x, y) in [-1, 1], corner-aligned."""
-    x = 2 * (torch.arange(w, dtype=like.dtype, device=like.device) / (w - 1)) - 1
-    y = 2 * (torch.arange(h, dtype=like.dtype, device=like.device) / (h - 1)) - 1
-    return torch.stack([x.view(1, -1).expand(h, w), y.view(-1, 1).expand(h, w)], 2)
-
-
-class _ConvBN(nn.Module):
-    def __init__(self, cin: int, cout: int, k: int = 3, p: int = 1) -> None:
+class UpBlock2d(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, padding=p)
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
         self.norm = nn.BatchNorm2d(cout, affine=True)
 
-
-class SameBlock2d(_ConvBN):
-    def forward(self, x):
-        return F.relu(self.norm(self.conv(x)))
-
-
-class DownBlock2d(_ConvBN):
-    def forward(self, x):
-        return F.avg_pool2d(F.relu(self.norm(self.conv(x))), 2)
-
-
-class UpBlock2d(_ConvBN):
     def forward(self, x):
         return F.relu(self.norm(self.conv(F.interpolate(x, scale_factor=2))))
-
-
-class ResBlock2d(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(c, c, 3, padding=1), nn.Conv2d(c, c, 3, padding=1)
-        self.norm1, self.norm2 = nn.BatchNorm2d(c, affine=True), nn.BatchNorm2d(c, affine=True)
-
-    def forward(self, x):
-        out = self.conv1(F.relu(self.norm1(x)))
-        return self.conv2(F.relu(self.norm2(out))) + x
-
-
-def _width(i: int, expansion: int, max_features: int) -> int:
-    return min(max_features, expansion * 2 ** i)
 
 
 class Encoder(nn.Module):
@@ -167,30 +141,9 @@ class Hourglass(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-class AntiAliasInterpolation2d(nn.Module):
-    """Gaussian blur then subsampling by 1/scale (the kernel is a buffer named `weight`)."""
-
-    def __init__(self, channels: int, scale: float) -> None:
-        super().__init__()
-        sigma = (1 / scale - 1) / 2
-        k = 2 * round(sigma * 4) + 1
-        self.ka, self.kb = k // 2, (k // 2 - 1 if k % 2 == 0 else k // 2)
-        ax = torch.arange(k, dtype=torch.float32)
-        g = torch.exp(-(ax - (k - 1) / 2) ** 2 / (2 * sigma ** 2))
-        kernel = g[:, None] * g[None, :]
-        kernel = kernel / kernel.sum()
-        self.register_buffer("weight", kernel[None, None].repeat(channels, 1, 1, 1))
-        self.groups, self.scale, self.step = channels, scale, int(1 / scale)
-
-    def forward(self, x):
-        out = F.pad(x, (self.ka, self.kb, self.ka, self.kb))
-        out = F.conv2d(out, self.weight, groups=self.groups)
-        return out[:, :, ::self.step, ::self.step]
-
-
 def region2gaussian(center: torch.Tensor, covar: torch.Tensor | float, h: int, w: int) -> torch.Tensor:
     """(B, K, 2) centres and (B, K, 2, 2) covariances -> (B, K, h, w) Gaussian heatmaps."""
-    d = coordinate_grid(h, w, center)[None, None] - center[:, :, None, None, :]        # (B, K, h, w, 2)
+    d = coordinate_grid((h, w), center)[None, None] - center[:, :, None, None, :]        # (B, K, h, w, 2)
     if isinstance(covar, float):
         return torch.exp(-0.5 * (d ** 2).sum(-1) / covar)
     inv = torch.inverse(covar)[:, :, None, None]                                       # (B, K, 1, 1, 2, 2)
@@ -219,7 +172,7 @@ class RegionPredictor(nn.Module):
         pred = self.regions(self.predictor(x))                                          # (B, K, h, w)
         b, k, h, w = pred.shape
         region = F.softmax(pred.view(b, k, -1) / self.temperature, dim=2).view(b, k, h, w)
-        grid = coordinate_grid(h, w, region)[None, None]                                # (1, 1, h, w, 2)
+        grid = coordinate_grid((h, w), region)[None, None]                                # (1, 1, h, w, 2)
         mean = (region.unsqueeze(-1) * grid).sum(dim=(2, 3))                            # (B, K, 2)
         params = {"shift": mean, "heatmap": region}
         if self.pca_based:
@@ -273,7 +226,7 @@ class PixelwiseFlowPredictor(nn.Module):
     def sparse_motions(self, source, drv: dict, src: dict, bg_params) -> torch.Tensor:
         """(B, K+1, h, w, 2): the background's and each region's driving-to-source grid."""
         b, _, h, w = source.shape
-        identity = coordinate_grid(h, w, src["shift"]).view(1, 1, h, w, 2)
+        identity = coordinate_grid((h, w), src["shift"]).view(1, 1, h, w, 2)
         grid = identity - drv["shift"].view(b, self.num_regions, 1, 1, 2)
         affine = torch.matmul(src["affine"], torch.inverse(drv["affine"].float()))
         if self.revert_axis_swap:
@@ -326,7 +279,7 @@ class Generator(nn.Module):
         self.pixelwise_flow_predictor = PixelwiseFlowPredictor(
             num_regions=num_regions, num_channels=num_channels, revert_axis_swap=revert_axis_swap,
             **pixelwise_flow_predictor_params)
-        self.first = SameBlock2d(num_channels, block_expansion, 7, 3)
+        self.first = SameBlock2d(num_channels, block_expansion, kernel_size=7, padding=3)
         n, e, m = num_down_blocks, block_expansion, max_features
         self.down_blocks = nn.ModuleList(DownBlock2d(_width(i, e, m), _width(i + 1, e, m)) for i in range(n))
         self.up_blocks = nn.ModuleList(UpBlock2d(_width(n - i, e, m), _width(n - i - 1, e, m)) for i in range(n))
