@@ -144,6 +144,22 @@ def quality(size: int, steps: list[int], hop: int, lookahead: int, offline: bool
     return out
 
 
+def report(r: dict) -> None:
+    """The live run's figures against the goals, in a few lines."""
+    st = r["stage_s_per_audio_s"]
+    threads = {k[:-len("_thread_cpu")]: v for k, v in st.items() if k.endswith("_thread_cpu")}
+    print(f"live run, {r['audio_seconds']:g} s of audio, load {r['load_before']} -> {r['load_after']}:")
+    print(f"  latency chunk -> frame: median {r.get('latency_ms_median', float('nan')):.0f} ms, p95 "
+          f"{r.get('latency_ms_p95', float('nan')):.0f} ms (goal <= 300 / 500); send rate {r['fps']:.2f} fps "
+          f"(goal 25); frames {r['frames']} / {r['expected_frames']} (dropped "
+          f"{r['expected_frames'] - r['frames']}), late {r['late_frames']}; RSS {r['rss_mib_first_10pct']:.0f} -> "
+          f"{r['rss_mib_last_10pct']:.0f} MiB (max {r['rss_mib_max']:.0f})")
+    print(f"  CPU s per audio s: whole process {r['cpu_s_per_audio_s']:.3f}; per thread "
+          + ", ".join(f"{k} {v:.3f}" for k, v in threads.items())
+          + f" (each must stay < 1 to keep up: busiest {max(threads.values(), default=float('nan')):.3f}); "
+          f"stages: features {st['features_cpu']:.3f}, motion {st['motion_cpu']:.3f}, render {st['render_cpu']:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="length of the live run")
@@ -166,6 +182,7 @@ def main() -> None:
     if not a.skip_live:
         res["live"] = live(a.seconds, a.steps, a.delay, a.hop, a.lookahead, a.size)
         print(json.dumps(res["live"], indent=1), flush=True)
+        report(res["live"])
     Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     Path(a.output).write_text(json.dumps(res, indent=1, default=float))
     print(f"wrote {a.output}")

@@ -111,6 +111,7 @@ def _first(self):
     for i, f in enumerate(_iter(self)):
         if i == 0:
             print("FIRST_FRAME", time.time() - t0, flush=True)
+            print("FIRST_FRAME_CPU", time.process_time(), flush=True)
         yield f
 V._Producer.__iter__ = _first
 def _peak():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's size)
@@ -132,12 +133,17 @@ write_video(sys.argv[2], iter_frames(sys.argv[1]), video_info(sys.argv[1]).fps, 
 def process_run(image: Path, audio: Path, out: Path, d: Path) -> dict:
     """A whole `talkinghead generate` process: wall, time to first frame, peak RSS; and a whole
     process that decodes + re-encodes its output (the floor)."""
+    import resource
+
     env = {**os.environ, "PYTHONPATH": str(ROOT), "GLOG_minloglevel": "2"}
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     p = subprocess.run([sys.executable, "-c", CHILD, repr(t0), "generate", "--image", str(image),
                         "--audio", str(audio), "-o", str(out), "-q"],
                        capture_output=True, text=True, env=env, cwd=d)
     wall = time.time() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru1.ru_utime + ru1.ru_stime - ru.ru_utime - ru.ru_stime
     if p.returncode:
         raise RuntimeError(p.stderr[-2000:])
     vals = dict(line.split()[:2] for line in p.stdout.splitlines() if line.startswith(("FIRST", "PEAK")))
@@ -150,7 +156,8 @@ def process_run(image: Path, audio: Path, out: Path, d: Path) -> dict:
                     str(audio)], check=True, env=env, cwd=d)
     floor = time.time() - t
     return {"video_seconds": seconds, "wall_s": wall, "s_per_s": wall / seconds,
-            "first_frame_s": float(vals["FIRST_FRAME"]), "peak_rss_mib": float(vals["PEAK_RSS_MIB"]),
+            "first_frame_s": float(vals["FIRST_FRAME"]), "first_frame_cpu_s": float(vals["FIRST_FRAME_CPU"]),
+            "cpu_s": cpu, "cpu_s_per_s": cpu / seconds, "peak_rss_mib": float(vals["PEAK_RSS_MIB"]),
             "reencode_process_s": floor, "reencode_process_s_per_s": floor / seconds,
             "ratio_to_reencode_process": wall / floor}
 
@@ -213,10 +220,18 @@ def report(r: dict) -> None:
               f"{v['ratio_to_encode_floor']:5.2f}    {v['reencode_floor_s_per_s']:6.3f}       "
               f"{v['ratio_to_reencode_floor']:5.2f}   stages "
               + " ".join(f"{s}={t:.2f}" for s, t in v["stages_s"].items()))
+    print("warm CPU seconds (all threads) per second of video, which hold under load:")
+    for k, v in w.items():
+        st = v["stages_s"]
+        if "cpu" in st:
+            print(f"  {k:24} {st['cpu'] / v['video_seconds']:6.3f} CPU s/s (features "
+                  f"{st['features_cpu'] / v['video_seconds']:.3f}, motion {st['motion_cpu'] / v['video_seconds']:.3f} "
+                  f"in the worker thread); render+encode stage wall {st['render'] + st['encode']:.2f} s")
     for k, v in r["process"].items():
-        print(f"whole process {k:8}: {v['wall_s']:.2f} s = {v['s_per_s']:.3f} s/s; first frame "
-              f"{v['first_frame_s']:.2f} s; peak RSS {v['peak_rss_mib']:.0f} MiB; decode+re-encode "
-              f"process {v['reencode_process_s']:.2f} s (ratio {v['ratio_to_reencode_process']:.2f})")
+        print(f"whole process {k:8}: {v['wall_s']:.2f} s = {v['s_per_s']:.3f} s/s "
+              f"({v.get('cpu_s_per_s', float('nan')):.3f} CPU s/s); first frame {v['first_frame_s']:.2f} s "
+              f"({v.get('first_frame_cpu_s', float('nan')):.2f} CPU s); peak RSS {v['peak_rss_mib']:.0f} MiB; "
+              f"decode+re-encode process {v['reencode_process_s']:.2f} s (ratio {v['ratio_to_reencode_process']:.2f})")
     if "quality" in r:
         print(f"first frame in a warm process (call -> first frame): {r['first_frame_warm_s']:.2f} s")
         q = r["quality"]
@@ -257,13 +272,16 @@ def process_section(r: dict, args, main_audio: Path, d: Path) -> None:
 
 
 def main() -> None:
+    global RESULTS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--long", action="store_true", help="also a whole process on 10 min of audio")
     ap.add_argument("--seconds", type=float, default=60.0, help="audio length of the main runs")
     ap.add_argument("--large-seconds", type=float, default=20.0, help="audio for 1024/2048 runs")
     ap.add_argument("--process-only", action="store_true", help="only the whole-process runs "
                     "(added to the results file's other figures)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results file (default %(default)s)")
     args = ap.parse_args()
+    RESULTS = args.out.resolve()
     os.environ.setdefault("GLOG_minloglevel", "2")
     r: dict = {"warm": {}, "process": {}}
     if args.process_only and RESULTS.exists():

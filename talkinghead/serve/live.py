@@ -119,6 +119,7 @@ class LiveStream:
         hops: queue.Queue = queue.Queue()
         sampler = threading.Thread(target=self._sample, args=(prepared, hops), daemon=True)
         renderer = threading.Thread(target=self._render, args=(hops, loop, out), daemon=True)
+        c0 = time.thread_time()
         try:
             with single_threaded():
                 sampler.start()
@@ -129,6 +130,7 @@ class LiveStream:
                     if x is None:
                         break
                 prepared.put(None)
+                self.session.timings["features_thread_cpu"] = time.thread_time() - c0
                 sampler.join()
                 renderer.join()
         finally:
@@ -137,17 +139,21 @@ class LiveStream:
             loop.call_soon_threadsafe(out.put_nowait, None)
 
     def _sample(self, prepared: queue.Queue, hops: queue.Queue) -> None:
+        c0 = time.thread_time()
         try:
             while (batch := prepared.get()) is not None:
                 hops.put(self.session.sample(batch))
         finally:
             hops.put(None)
+            self.session.timings["motion_thread_cpu"] = time.thread_time() - c0
 
     def _render(self, hops: queue.Queue, loop: asyncio.AbstractEventLoop, out: asyncio.Queue) -> None:
+        c0 = time.thread_time()
         while (batch := hops.get()) is not None:
             for f in self.session.render(batch):
                 msg = encode_frame(f.index, f.frame, f.audio, self.quality)
                 loop.call_soon_threadsafe(out.put_nowait, (f.index, msg))
+        self.session.timings["render_thread_cpu"] = time.thread_time() - c0
 
     async def frames(self):
         loop = asyncio.get_running_loop()
