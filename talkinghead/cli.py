@@ -70,7 +70,7 @@ def _generate(a: argparse.Namespace) -> None:
 
     cfg = GenerateConfig(fps=a.fps, mode="crop" if a.crop else "full", crop_size=a.size,
                          motion_model=a.motion_model, expression_scale=a.expression_scale,
-                         max_size=a.max_size or None,
+                         max_size=a.max_size or None, enhance=a.enhance,
                          pose_scale=a.pose_scale, still=a.still, ref_pose=a.ref_pose,
                          ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
                          dawn_checkpoint=a.dawn_checkpoints or a.dawn_checkpoint, dawn_steps=a.dawn_steps,
@@ -257,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-gate", action="store_true",
                    help="do not rest the mouth where the audio is quiet (the model alone)")
     g.add_argument("--save-motion", help="also save the generated Motion (.npz)")
+    g.add_argument("--enhance", nargs="?", const="realesr-animevideov3-x2", metavar="MODEL",
+                   choices=("realesr-animevideov3-x2", "realesr-animevideov3-x3", "realesr-animevideov3-x4",
+                            "realesrgan-x4plus", "realesrgan-x4plus-anime"),
+                   help="output at twice the size, the face upscaled by Real-ESRGAN (default model "
+                        "realesr-animevideov3-x2; realesrgan-x4plus: the photo model, far slower)")
     g.add_argument("--renderer", default="geometric", choices=renderer_names(),
                    help="geometric (default, no training), dawn (needs --dawn-checkpoint), "
                         "sadtalker (needs --sadtalker-checkpoints), difftalk or fd2talk "

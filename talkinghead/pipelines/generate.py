@@ -29,6 +29,7 @@ from talkinghead.motion.generate import MOTION_MODELS, MotionControls, get_motio
 from talkinghead.motion.prompt import prompted_motion
 from talkinghead.pipelines.drive import Portrait, load_portrait, timed
 from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
+from talkinghead.render.enhance.face import enhance_stage
 from talkinghead.render.geometric import RenderConfig
 from talkinghead.types import BS, AudioClip, Motion
 from talkinghead.audio.features import AudioFeatures, num_frames
@@ -53,6 +54,7 @@ class GenerateConfig:
     calibrate: tuple[str, ...] = ("eyeBlink",)
     gate: bool = True                # rest the mouth where the audio is quiet (speech_gate)
     max_size: int | None = MAX_SIZE  # cap on the full output's longer side (None: keep)
+    enhance: str | None = None       # Real-ESRGAN model: the face upscaled x2 after rendering (render/enhance)
     # generated bilabials (mouthPress) seal the lips, also over teeth the portrait shows at rest;
     # `drive` leaves this off (a driving face's own lips already close in its jaw/lip motion)
     render: RenderConfig = field(default_factory=lambda: RenderConfig(seal_gain=2.5))
@@ -257,11 +259,12 @@ class GeneratePipeline:
 
                 bar = tqdm(frames(), total=total, disable=None if progress else True,
                            desc="rendering", unit="frame", leave=False)
-                frames_out = timed(portrait.paste(iter(bar), state), timings)
+                frames_out = enhance_stage(timed(portrait.paste(iter(bar), state), timings),
+                                           portrait, cfg.enhance, timings)
                 n = write_video(output, frames_out, cfg.fps, audio=audio, num_frames=total)
             finally:
                 chunks.close()
-        timings["encode"] = time.perf_counter() - t3 - timings["render"]
+        timings["encode"] = time.perf_counter() - t3 - timings["render"] - timings.get("enhance", 0.0)
         timings["total"], timings["cpu"] = time.perf_counter() - t0, time.process_time() - c0
         return GenerateOutput(Path(output), n, cfg.fps, Motion.concatenate(parts), portrait, timings)
 
@@ -280,9 +283,10 @@ class GeneratePipeline:
         # render and encode, streaming, with the speech as the soundtrack
         t3 = time.perf_counter()
         inputs = RenderInputs(clip, cfg.fps, features, controls.seed, progress)
-        frames = timed(portrait.paste(self.renderer.frames(state, motion, inputs), state), timings)
+        frames = enhance_stage(timed(portrait.paste(self.renderer.frames(state, motion, inputs), state),
+                                     timings), portrait, cfg.enhance, timings)
         n = write_video(output, frames, motion.fps, audio=audio, num_frames=len(motion))
-        timings["encode"] = time.perf_counter() - t3 - timings["render"]
+        timings["encode"] = time.perf_counter() - t3 - timings["render"] - timings.get("enhance", 0.0)
         timings["total"], timings["cpu"] = time.perf_counter() - t0, time.process_time() - c0
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
 
