@@ -300,7 +300,7 @@ class Generator(nn.Module):
         return self.encode(source_image)[-1]
 
     @staticmethod
-    def _apply(prev, skip, flow, occ):
+    def _blend(prev, skip, flow, occ):
         skip = deform_input(skip, flow)
         if occ.shape[2:] != skip.shape[2:]:
             occ = F.interpolate(occ, size=skip.shape[2:], mode="bilinear")
@@ -310,16 +310,16 @@ class Generator(nn.Module):
         """Eq. 4: the frame (B, 3, S, S) from the source, a grid (B, h, w, 2) and occlusion (B, 1, h, w).
         `skips`: the source's `encode()` when already computed."""
         skips = skips if skips is not None else self.encode(source_image)
-        out = self.bottleneck(self._apply(None, skips[-1], optical_flow, occlusion_map))
+        out = self.bottleneck(self._blend(None, skips[-1], optical_flow, occlusion_map))
         for i, block in enumerate(self.up_blocks):
             if self.skips:
-                out = self._apply(out, skips[-(i + 1)], optical_flow, occlusion_map)
+                out = self._blend(out, skips[-(i + 1)], optical_flow, occlusion_map)
             out = block(out)
         if self.skips:
-            out = self._apply(out, skips[0], optical_flow, occlusion_map)
+            out = self._blend(out, skips[0], optical_flow, occlusion_map)
         out = torch.sigmoid(self.final(out))
         if self.skips:
-            out = self._apply(out, source_image, optical_flow, occlusion_map)
+            out = self._blend(out, source_image, optical_flow, occlusion_map)
         return out
 
 

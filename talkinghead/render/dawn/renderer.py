@@ -76,7 +76,9 @@ class DawnRenderer:
         """A folder of DAWN's released files (or a DAWN_<size>.pth) gives `ReleasedDawnRenderer`."""
         path = options.checkpoint(cls.name)
         if path and is_released(path):
-            return ReleasedDawnRenderer(path, options.steps, options.mode, options.crop_size)
+            return ReleasedDawnRenderer.from_files(path, options.steps, options.mode, options.crop_size)
+        if path and is_trained_released(path):
+            return ReleasedDawnRenderer.from_trained(Path(path), options.steps, options.mode, options.crop_size)
         return cls(path, options.steps, options.mode, options.crop_size)
 
     @property
@@ -162,6 +164,17 @@ def is_released(path: str | Path) -> bool:
     return (p.is_file() and p.name.startswith("DAWN_")) or (p.is_dir() and any(p.glob("DAWN_*.pth")))
 
 
+def is_trained_released(path: str | Path) -> bool:
+    """A checkpoint trained here on the released architecture (a2v/config.json says so)."""
+    import json
+
+    cfg = Path(path) / "a2v" / "config.json"
+    try:
+        return json.loads(cfg.read_text())["config"].get("model") == "dawn_a2v_released"
+    except (OSError, ValueError, KeyError, AttributeError):
+        return False
+
+
 @dataclass
 class ReleasedSource:
     image: np.ndarray                     # (H, W, 3) the full portrait
@@ -173,22 +186,42 @@ class ReleasedSource:
 
 
 class ReleasedDawnRenderer:
-    """DAWN's released 128 / 256 models behind the renderer interface."""
+    """DAWN's released architectures behind the renderer interface: the authors' 128 / 256 files
+    (`from_files`, HuBERT features) or a checkpoint trained here with "arch": "released"
+    (`from_trained`, the audio features it was trained on)."""
 
     name = "dawn"
     crops_itself = True
-    crop_expand = 1.6                     # the square crop around the face box (HDTF-like framing)
 
-    def __init__(self, path: str | Path, steps: int = 20, mode: str = "full", crop_size: int = 512,
-                 chunk: int = 32) -> None:
+    def __init__(self, lfg, a2v, features, mode: str = "full", crop_size: int = 512, chunk: int = 32,
+                 crop_expand: float = 1.6) -> None:
+        self.lfg, self.a2v, self.features = lfg, a2v, features    # features(clip, fps, frames) -> (1, T, D)
+        self.size = lfg.config.size
+        self.mode, self.crop_size, self.chunk = mode, crop_size, chunk
+        self.crop_expand = crop_expand    # the square crop around the face box (HDTF-like framing)
+        self.trained = isinstance(features, TrainedFeatures)
+
+    @classmethod
+    def from_files(cls, path: str | Path, steps: int = 20, mode: str = "full", crop_size: int = 512):
         from talkinghead.render.dawn.official import find_checkpoints, load_official_a2v, load_official_lfg
 
-        lfg_file, a2v_file, self.size = find_checkpoints(path)
-        self.lfg = load_official_lfg(lfg_file, self.size)
-        self.a2v = load_official_a2v(a2v_file, steps=steps)
-        self.hubert_dir = lfg_file.parent / "hubert-large-ls960-ft"
-        self.mode, self.crop_size, self.chunk = mode, crop_size, chunk
-        self._hubert = None
+        lfg_file, a2v_file, size = find_checkpoints(path)
+        return cls(load_official_lfg(lfg_file, size), load_official_a2v(a2v_file, steps=steps),
+                   HubertFeatures(lfg_file.parent / "hubert-large-ls960-ft"), mode, crop_size)
+
+    @classmethod
+    def from_trained(cls, root: Path, steps: int = 10, mode: str = "full", crop_size: int = 512):
+        import dataclasses
+
+        from talkinghead.io.checkpoint import config_from, load_weights, read_config
+        from talkinghead.render.dawn.unet3d import DawnA2V, Unet3DConfig
+        from talkinghead.training.dawn_tasks import load_lfg
+
+        cfg = read_config(root / "a2v")["config"]
+        a2v = DawnA2V(dataclasses.replace(config_from(Unet3DConfig, cfg), sampling_timesteps=steps))
+        a2v = load_weights(root / "a2v", a2v).float().eval()
+        return cls(load_lfg(root / "lfg"), a2v, TrainedFeatures(cfg.get("feature", "whisper")), mode, crop_size,
+                   crop_expand=float(cfg.get("crop_expand", 1.6)))
 
     @torch.no_grad()
     def prepare(self, image: np.ndarray, face: FaceAnalysis, landmarker=None) -> ReleasedSource:
@@ -204,31 +237,19 @@ class ReleasedDawnRenderer:
         x0, _, x1, _ = face.bbox
         return ReleasedSource(image, box, x, skips, torch.cat([skips[-1], emb], 1), float(x1 - x0))
 
-    def features(self, clip: AudioClip, num: int) -> torch.Tensor:
-        """(1, num, 1024) HuBERT features at the video's frames, as released."""
-        from talkinghead.audio.features import load_speech_checkpoint
-        from talkinghead.render.dawn.official import hubert_hidden, interpolate_frames
-
-        if self._hubert is None:
-            if not self.hubert_dir.is_dir():
-                raise InputError(f"{self.hubert_dir}: DAWN needs HuBERT-large (facebook/hubert-large-ls960-ft, "
-                                 "config.json + model.safetensors) beside its checkpoints")
-            self._hubert = load_speech_checkpoint(self.hubert_dir)
-        speech = clip.mono()
-        if clip.sample_rate != 16000:
-            from scipy.signal import resample_poly
-
-            speech = resample_poly(speech, 16000, clip.sample_rate).astype(np.float32)
-        return torch.from_numpy(interpolate_frames(hubert_hidden(self._hubert, speech), num))[None]
-
     @torch.no_grad()
     def motion_latents(self, src: ReleasedSource, audio: torch.Tensor, motion: Motion, seed: int = 0) -> torch.Tensor:
         """(1, 3, T, h, w) motion latents of the whole clip: one DDIM pass, linear in T."""
         from talkinghead.render.dawn.linear import sample_linear
         from talkinghead.render.dawn.official import eyes_from_motion, pose_from_motion
 
-        pose = torch.from_numpy(pose_from_motion(motion, src.face_width))[None]
-        eyes = torch.from_numpy(eyes_from_motion(motion))[None]
+        if self.trained:                      # the convention it was trained with (video_data.pose_blink)
+            from talkinghead.training.video_data import pose_blink
+
+            pose, eyes = (torch.from_numpy(a)[None] for a in pose_blink(motion))
+        else:
+            pose = torch.from_numpy(pose_from_motion(motion, src.face_width))[None]
+            eyes = torch.from_numpy(eyes_from_motion(motion))[None]
         cond = torch.cat([audio, pose, eyes], -1)                                   # (1, T, 1024 + 8)
         return sample_linear(self.a2v.diffusion, src.fea, cond, self.chunk, torch.Generator().manual_seed(seed),
                              spill_dir="auto")
@@ -239,7 +260,7 @@ class ReleasedDawnRenderer:
     def frames(self, src: ReleasedSource, motion: Motion, inputs: RenderInputs) -> Iterator[np.ndarray]:
         if inputs.clip is None:
             raise InputError("the DAWN renderer is driven by audio; give it the speech")
-        lat = self.motion_latents(src, self.features(inputs.clip, len(motion)), motion, inputs.seed)
+        lat = self.motion_latents(src, self.features(inputs.clip, inputs.fps, len(motion)), motion, inputs.seed)
         yield from self.decode(src, lat)
 
     @torch.no_grad()
@@ -255,3 +276,43 @@ class ReleasedDawnRenderer:
             img = (out[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
             yield (self.paste(src, img) if self.mode == "full"
                    else cv2.resize(img, (self.crop_size, self.crop_size), interpolation=cv2.INTER_CUBIC))
+
+
+class HubertFeatures:
+    """(1, T, 1024) HuBERT-large features at the video's frames, as released (official.py)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.model = folder, None
+
+    def __call__(self, clip: AudioClip, fps: float, num: int) -> torch.Tensor:
+        from talkinghead.audio.features import load_speech_checkpoint
+        from talkinghead.render.dawn.official import hubert_hidden, interpolate_frames
+
+        if self.model is None:
+            if not self.folder.is_dir():
+                raise InputError(f"{self.folder}: DAWN needs HuBERT-large (facebook/hubert-large-ls960-ft, "
+                                 "config.json + model.safetensors) beside its checkpoints")
+            self.model = load_speech_checkpoint(self.folder)
+        speech = clip.mono()
+        if clip.sample_rate != 16000:
+            from scipy.signal import resample_poly
+
+            speech = resample_poly(speech, 16000, clip.sample_rate).astype(np.float32)
+        return torch.from_numpy(interpolate_frames(hubert_hidden(self.model, speech), num))[None]
+
+
+class TrainedFeatures:
+    """(1, T, D) features of the kind a checkpoint trained here used, padded to T frames."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.extractor = kind, None
+
+    def __call__(self, clip: AudioClip, fps: float, num: int) -> torch.Tensor:
+        from talkinghead.audio.features import get_extractor
+
+        if self.extractor is None:
+            self.extractor = get_extractor(self.kind)
+        f = self.extractor(clip, fps).values[:num]
+        if len(f) < num:
+            f = np.concatenate([f, np.repeat(f[-1:], num - len(f), 0)])
+        return torch.from_numpy(np.asarray(f, np.float32))[None]

@@ -313,8 +313,10 @@ class Unet3D(nn.Module):
         super().__init__()
         self.config = cfg
         dim, heads, dh = cfg.dim, cfg.attn_heads, cfg.attn_dim_head
-        rotary = RotaryEmbedding(min(32, dh))
-        temporal = lambda d: Residual(PreNorm(d, ToTokens("time", Attention(d, heads, dh, rotary))))
+        # one RoPE per attention (released: one shared module; the keys are the same either way, and
+        # unshared buffers can be saved as safetensors)
+        temporal = lambda d: Residual(PreNorm(d, ToTokens(
+            "time", Attention(d, heads, dh, RotaryEmbedding(min(32, dh))))))
         self.time_rel_pos_bias = RelativePositionBias(heads=heads, max_distance=32, window_width=cfg.win_width)
         p = cfg.init_kernel_size // 2
         self.init_conv = nn.Conv3d(cfg.channels, dim, (1, cfg.init_kernel_size, cfg.init_kernel_size),
