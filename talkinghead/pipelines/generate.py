@@ -32,7 +32,7 @@ from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
 from talkinghead.render.enhance.face import enhance_stage
 from talkinghead.render.geometric import RenderConfig
 from talkinghead.types import BS, AudioClip, Motion
-from talkinghead.audio.features import AudioFeatures, num_frames
+from talkinghead.audio.features import SAMPLE_RATE, AudioFeatures, num_frames
 
 MIN_SECONDS = 0.2
 
@@ -181,6 +181,8 @@ class GeneratePipeline:
         """`motion`, chunk by chunk as the features arrive (concatenated, the same up to rounding:
         FD2TalkMotion.stream). Worker seconds (wall and thread CPU) go to timings."""
         cfg = self.config
+        if clip.sample_rate != SAMPLE_RATE:
+            raise InputError(f"features need {SAMPLE_RATE} Hz audio, got {clip.sample_rate} Hz")
         samples = clip.mono()
         total = num_frames(len(samples), cfg.fps)
         for k in ("features", "motion", "features_cpu", "motion_cpu"):
@@ -190,7 +192,7 @@ class GeneratePipeline:
         refs = references(total, cfg.fps, cfg.ref_pose, cfg.ref_blink)
 
         def features() -> Iterator[np.ndarray]:
-            chunks = self.extractor.chunks(clip, cfg.fps)
+            chunks = self.extractor.frame_chunks(samples, cfg.fps, total)  # no second mono copy
             while True:
                 t, c = time.perf_counter(), time.thread_time()
                 rows = next(chunks, None)
@@ -242,7 +244,7 @@ class GeneratePipeline:
         from tqdm import tqdm
 
         cfg, parts, c0 = self.config, [], time.process_time()
-        total = num_frames(len(clip.mono()), cfg.fps)
+        total = num_frames(clip.samples.shape[-1], cfg.fps)
         # one BLAS thread too: the calibration's TPS solves spun two OpenBLAS threads against the
         # worker (the sample's analysis took 1.3 CPU s at load 19, 0.2-0.7 with one thread)
         with torch_threads(1), threadpool_limits(1):
