@@ -147,6 +147,18 @@ def speed(a) -> None:
     print(json.dumps(res, indent=1))
 
 
+def subset(train: list[dict], per_portrait: int) -> Path:
+    """A folder linking the first `per_portrait` training clips of each portrait (preparing, the
+    face model on every frame, is the slow part on a loaded CPU); returns its dataset folder."""
+    src = WORK / f"train_{per_portrait}"
+    src.mkdir(exist_ok=True)
+    for c in train:
+        video = Path(c["video"])
+        if int(video.stem.split("_")[1]) < per_portrait and not (src / video.name).exists():
+            (src / video.name).symlink_to(video)
+    return WORK / f"data_{per_portrait}"
+
+
 def learn(a) -> None:
     """The CPU learning check (module docstring)."""
     import bench_dawn
@@ -160,11 +172,13 @@ def learn(a) -> None:
     res: dict = {"load_before": os.getloadavg()}
     train = bench_dawn.make_clips("train", bench_dawn.TRAIN_VOICES, a.train_clips, 0)
     test = bench_dawn.make_clips("test", (bench_dawn.TEST_VOICE,), a.test_clips, 1)
-    m = prepare(WORK / "train", WORK / "data", PrepareConfig(size=64, features="mel"), workers=1, progress=False)
-    res["data"] = {"train_clips": len(train), "test_clips": len(test), "frames": m["frames"]}
-    ckpt = WORK / "render"
+    data = subset(train, a.prepare_clips)
+    m = prepare(data.with_name(f"train_{a.prepare_clips}"), data, PrepareConfig(size=64, features="mel"),
+                workers=1, progress=False)
+    res["data"] = {"train_clips": m["videos"], "test_clips": len(test), "frames": m["frames"]}
+    ckpt = WORK / f"render_{a.prepare_clips}"
     t = time.perf_counter()
-    r = train_sadtalker(ROOT / "configs" / "sadtalker" / "render.cpu.json", str(WORK / "data"), ckpt,
+    r = train_sadtalker(ROOT / "configs" / "sadtalker" / "render.cpu.json", str(data), ckpt,
                         max_minutes=a.minutes, progress=False)
     res["train"] = {"steps": r.step, "s": time.perf_counter() - t, "minutes_budget": a.minutes,
                     "val_loss": [(h["step"], h["val_loss"]) for h in r.history]}
@@ -200,6 +214,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=20.0, help="--learn: training time budget")
     p.add_argument("--train-clips", type=int, default=20, help="--learn: per portrait")
     p.add_argument("--test-clips", type=int, default=4, help="--learn: per portrait")
+    p.add_argument("--prepare-clips", type=int, default=20, help="--learn: clips per portrait trained on")
     p.add_argument("--judge", type=int, default=8, help="--learn: held-out clips generated and judged")
     a = p.parse_args()
     learn(a) if a.learn else speed(a)
