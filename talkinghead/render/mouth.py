@@ -10,7 +10,8 @@ corner, d below the upper lip in mouth widths), with what a real mouth shows the
     rig's jaw rotation carries;
   * between them, an oral cavity darker with depth and towards the corners, with a tongue just
     behind the lower teeth;
-  * the lips occlude all of it along the inner-lip contour (antialiased) and shade it.
+  * the lips occlude all of it along the inner-lip contour (faded in as softly as the
+    portrait's own edges are blurred) and shade it.
 Textures come from real photographs: the portrait's own teeth, else an exemplar of the bank
 (teeth.py) picked by mouth shape, coloured relative to this portrait's skin (white balance,
 exposure) and blurred to its resolution. Without the bank a plain band stands in.
@@ -31,6 +32,7 @@ SKULL = (1, 4, 5, 6, 168, 195, 197, 33, 133, 263, 362)  # points that move with 
 CAVITY_TONE = 0.28  # oral cavity brightness relative to the lips
 TONGUE_GAP = 0.05   # dark cavity between the lower lip/teeth and the tongue, in mouth widths
 TONGUE_TONE = 0.45  # tongue brightness relative to the lips (it sits in the mouth's shadow)
+EDGE_BLUR = 1.5     # the lips' inner edge fades in over 1 + this x the portrait's blur sigma, px
 LIP_SHADE = 0.8     # brightness right under the upper lip (its shadow), fading in 0.03 widths
 
 
@@ -43,6 +45,7 @@ class MouthStyle:
     bank: tuple[MouthTexture, ...] = ()          # exemplars in this portrait's colours
     skull: np.ndarray | None = None              # (len(SKULL), 2) source points
     upper: np.ndarray | None = None              # (11, 2) source upper inner lip
+    edge: float = 1.0   # px over which the lips' inner edge fades in (wider on a soft portrait)
 
 
 def _lip_colour(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -98,6 +101,7 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray, bank: MouthBank | None
     if own and R.mouth_opening(landmarks) >= 0.06 and teeth_fraction(image, landmarks) >= 0.2:
         own_tex = extract_texture(image, landmarks, relative=False, origin="portrait")
     ref = face_reference(image, landmarks)
+    blur = portrait_blur(image, landmarks)
     textures: tuple[MouthTexture, ...] = ()
     if own_tex is not None:
         own_tex = replace(own_tex, upper=upper_extent(own_tex.tex, own_tex.gap, ref))
@@ -105,14 +109,13 @@ def mouth_style(image: np.ndarray, landmarks: np.ndarray, bank: MouthBank | None
         if bank is True:
             bank = load_bank()
         if isinstance(bank, MouthBank):
-            blur = portrait_blur(image, landmarks)
             textures = tuple(_adapt(t, ref, width, blur) for t in bank.textures)
         else:
             textures = (plain_texture(teeth, cavity),)
     f32 = np.float32
     return MouthStyle(lip.astype(f32), cavity.astype(f32), teeth.astype(f32), own_tex, textures,
                       landmarks[list(SKULL), :2].astype(f32),
-                      landmarks[list(R.LIPS_INNER_UPPER), :2].astype(f32))
+                      landmarks[list(R.LIPS_INNER_UPPER), :2].astype(f32), 1.0 + EDGE_BLUR * blur)
 
 
 def _adapt(t: MouthTexture, ref: np.ndarray, width: float, blur: float) -> MouthTexture:
@@ -194,7 +197,9 @@ def _composite(frame: np.ndarray, mf, tex: MouthTexture, strength: float, style:
     a = (dx * mf.axis[0] + dy * mf.axis[1]) / mf.width                 # (h, w) 0..1 corner to corner
     b = dx * mf.normal[0] + dy * mf.normal[1]                          # (h, w) px down
     b_up, b_lo = mf.lines(a)
-    inside = np.clip(np.minimum(b - b_up, b_lo - b) + 0.5, 0.0, 1.0) * (a > 0) * (a < 1)
+    # fades in from the inner-lip contour over `edge` px: as soft as the portrait's own edges
+    inside = np.clip((np.minimum(b - b_up, b_lo - b) + 0.5) / style.edge, 0.0, 1.0)
+    inside *= (a > 0) * (a < 1)
     if not inside.any():
         return
     top = b_up if anchor is None else np.interp(a, *anchor)           # where the upper teeth hang

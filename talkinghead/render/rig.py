@@ -29,7 +29,8 @@ class RigConfig:
     jaw_degrees: float = 20.0       # jaw rotation at jawOpen = 1 ...
     jaw_drop_cm: float = 2.0        # ... plus the condyle's slide down (chin drops, not only swings)
     jaw_hinge: tuple[float, float, float] = (0.0, -0.5, 3.0)  # cm, canonical (image axes)
-    lip_raise_cm: float = 0.15
+    lip_raise_cm: float = 0.15      # upper lip up per unit of mouthUpperUp ...
+    lip_lower_cm: float | None = None  # ... lower lip down per unit of mouthLowerDown (None: same)
     smile_cm: float = 0.45
     brow_cm: float = 0.5
 
@@ -86,7 +87,8 @@ class ExpressionRig:
             b[BS[f"mouthFrown{side}"], :, 1] = 0.35 * cw
             b[BS[f"mouthDimple{side}"], :, 0] = sign * 0.2 * cw
             b[BS[f"mouthUpperUp{side}"], :, 1] = -c.lip_raise_cm * upper * sw
-            b[BS[f"mouthLowerDown{side}"], :, 1] = c.lip_raise_cm * lower * sw
+            drop = c.lip_raise_cm if c.lip_lower_cm is None else c.lip_lower_cm
+            b[BS[f"mouthLowerDown{side}"], :, 1] = drop * lower * sw
             press = 0.12 * sw
             b[BS[f"mouthPress{side}"], :, 1] = press * np.isin(np.arange(len(v)), R.LIPS_OUTER_UPPER) \
                 - press * np.isin(np.arange(len(v)), R.LIPS_OUTER_LOWER)
