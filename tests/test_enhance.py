@@ -116,7 +116,7 @@ def test_face_enhancer_pastes_the_face_into_a_bicubic_frame(cache):
     from talkinghead.render.enhance.face import EnhanceConfig, FaceEnhancer
 
     frame = _frames(1, False)[0]
-    enh = FaceEnhancer((30, 20, 50, 40), frame.shape[:2], EnhanceConfig(face_pad=0.25, stabilise=0))
+    enh = FaceEnhancer((30, 20, 50, 40), frame.shape[:2], EnhanceConfig(TINY, face_pad=0.25, stabilise=0))
     out = enh(frame)
     bic = cv2.resize(frame, (160, 128), interpolation=cv2.INTER_CUBIC)
     assert out.shape == (128, 160, 3) and out.dtype == np.uint8
@@ -139,7 +139,7 @@ def test_stabiliser_cuts_flicker_in_static_regions_and_follows_motion(cache):
     frames = _frames(6, True)
     runs, faces = {}, None
     for stab in (0.0, 0.8):
-        enh = FaceEnhancer((20, 10, 60, 54), frames[0].shape[:2], EnhanceConfig(stabilise=stab, face_pad=0.1))
+        enh = FaceEnhancer((20, 10, 60, 54), frames[0].shape[:2], EnhanceConfig(TINY, stabilise=stab, face_pad=0.1))
         x0, y0, x1, y1 = enh.box
         faces = faces or [enh.upscale(f[y0:y1, x0:x1]) for f in frames]    # Real-ESRGAN once
         runs[stab] = [enh(f, face).astype(np.float32) for f, face in zip(frames, faces)]
@@ -154,10 +154,10 @@ def test_stabiliser_cuts_flicker_in_static_regions_and_follows_motion(cache):
 
 def test_enhance_frames_streams_and_maps_canvas_boxes(cache):
     from talkinghead.face.canvas import Canvas
-    from talkinghead.render.enhance.face import enhance_frames, output_box
+    from talkinghead.render.enhance.face import EnhanceConfig, enhance_frames, output_box
 
     timings: dict[str, float] = {}
-    out = list(enhance_frames(iter(_frames(3, False)), (20, 10, 60, 54), timings=timings))
+    out = list(enhance_frames(iter(_frames(3, False)), (20, 10, 60, 54), EnhanceConfig(TINY), timings))
     assert len(out) == 3 and out[0].shape == (128, 160, 3) and timings["enhance"] > 0
     assert list(enhance_frames(iter([]), (0, 0, 1, 1))) == []
     canvas = Canvas(np.zeros((400, 400, 3), np.uint8), (100, 50, 300, 250), (100, 100))
@@ -177,7 +177,7 @@ def test_generate_enhance_doubles_the_output(tmp_path, portrait_path, speech_pat
                        AudioClip(clip.samples[:, : int(0.6 * clip.sample_rate)], clip.sample_rate))
     out = tmp_path / "enh.mp4"
     r = run_cli("generate", "--image", portrait_path, "--audio", speech, "-o", out,
-                "--crop", "--size", "128", "--enhance", "--quiet", timeout=600)
+                "--crop", "--size", "128", "--enhance", TINY, "--quiet", timeout=600)
     assert r.returncode == 0, r.stderr
     info = video_info(out)
     assert (info.width, info.height, info.num_frames) == (256, 256, 15)

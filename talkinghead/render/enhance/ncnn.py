@@ -176,6 +176,7 @@ def cached_path(name: str) -> Path:
     from safetensors.numpy import save_file
 
     from talkinghead.assets import cache_dir
+    from talkinghead.nets.lpips_jax import _valid   # the same check: metadata sha256 of the source
 
     if name not in MODELS:
         raise TalkingHeadError(f"unknown Real-ESRGAN model {name!r}; choose one of {', '.join(MODELS)}")
@@ -191,16 +192,6 @@ def cached_path(name: str) -> Path:
                                          "source_sha256": sha, "config": json.dumps(config.__dict__)})
     os.replace(tmp, out)
     return out
-
-
-def _valid(path: Path, sha: str) -> bool:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "np") as f:
-            return (f.metadata() or {}).get("source_sha256") == sha
-    except Exception:  # noqa: BLE001 - a truncated or foreign file is remade
-        return False
 
 
 def load_realesrgan(name: str = "realesr-animevideov3-x2") -> RealESRGAN:
