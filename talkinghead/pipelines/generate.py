@@ -183,7 +183,7 @@ class GeneratePipeline:
         cfg = self.config
         if clip.sample_rate != SAMPLE_RATE:
             raise InputError(f"features need {SAMPLE_RATE} Hz audio, got {clip.sample_rate} Hz")
-        samples = clip.mono()
+        samples = clip.samples[0] if clip.samples.shape[0] == 1 else clip.mono()  # no copy if mono
         total = num_frames(len(samples), cfg.fps)
         for k in ("features", "motion", "features_cpu", "motion_cpu"):
             timings[k] = 0.0
