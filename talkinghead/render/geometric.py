@@ -51,8 +51,9 @@ class RenderConfig:
     seal_gain: float = 0.0               # mouthPress delta -> share of the lip gap closed (0: off)
     regularization: float = 2e-4
     still_background: bool = True        # head over a still background plate (background.py)
-    # lips part as far as the face model reads mouthUpperUp/LowerDown on real smiles (#10)
-    rig: RigConfig = RigConfig(lip_raise_cm=0.8)
+    # lips part as far as the face model reads mouthUpperUp/LowerDown on real smiles; the lower
+    # lip drops less (0.8 cm per unit read as jawOpen on turned heads: drive round trip, #10)
+    rig: RigConfig = RigConfig(lip_raise_cm=0.8, lip_lower_cm=0.5)
 
 
 @dataclass
