@@ -8,7 +8,9 @@ One denoiser evaluation (a DDIM step; the released sampler runs 20) of the relea
 * `official`: the authors' `DynamicNfUnet3D.forward_with_cond_scale` on the same weights, fed as
   their `ddim_sample` feeds it (the source latent repeated over frames), when `--official DIR`
   points at a copy of DAWN-pytorch (never part of this repository); without it, our `Unet3D.forward`,
-  which computes the same thing (tests/test_dawn.py pins it to the official output).
+  which computes the same thing (tests/test_dawn.py pins it to the official output);
+* `sample`: our whole sampler (`sample_linear`, the released 20 DDIM steps) for the clip;
+* `compare`: max |ours - official| of one evaluation, in one process (needs `--official`).
 
 Each measurement runs in a fresh child process (peak RSS on CPU, torch's peak allocation on CUDA;
 an out-of-memory is recorded as such). Results: bench/results/dawn_scaling.json (merged by key).
@@ -83,7 +85,13 @@ def child(args) -> dict:
     if args.impl == "ours":
         run = LinearRunner(ours.to(dev), chunk=args.chunk)
         call = lambda: run(noisy, fea, t, cond)
-    else:
+    elif args.impl == "sample":               # the whole released sampler: 20 DDIM steps
+        from talkinghead.render.dawn.linear import sample_linear
+        from talkinghead.render.dawn.unet3d import GaussianDiffusion
+
+        diffusion = GaussianDiffusion(ours).to(dev)
+        call = lambda: sample_linear(diffusion, fea, cond, args.chunk, torch.Generator().manual_seed(0))
+    if args.impl == "official":
         net = _official_unet(args.official, cfg, args.frames) if args.official else ours
         if args.official:
             net.load_state_dict(ours.state_dict(), strict=False)
