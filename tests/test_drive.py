@@ -34,7 +34,7 @@ def test_motion_recovered_from_output(driven):
     want = result.motion                                   # what the driving video asked for
     got = measured.relative_to(motion_from_face(result.portrait.face))
     # 0.82 where #2 was first measured; 0.74-0.76 while the head turned about a neck pivot and
-    # the jaw calibration's inverse opened the mouth on the driver's small readings; 0.815 since
+    # the jaw calibration's inverse opened the mouth on the driver's small readings; 0.82 since
     assert pearson(want.channel("jawOpen"), got.channel("jawOpen")) >= 0.8
     assert pearson(want.blink.mean(1), got.blink.mean(1)) >= 0.8
     err = np.median(np.abs(want.rotation - got.rotation), axis=0)
