@@ -62,7 +62,8 @@ def _seed(landmarks: np.ndarray, box: tuple[int, int, int, int], shape: tuple[in
     # the neck below the chin goes with the head layer whatever it looks like (a collar, a
     # scarf): the warp carries the skin under a dropping jaw there, as it always did
     half = 0.35 * float(np.ptp(oval[:, 0]))
-    cv2.rectangle(lab, (int(chin[0] - half), int(c[1])), (int(chin[0] + half), h - 1), cv2.GC_FGD, -1)
+    neck = (int(chin[0] - half), int(c[1])), (int(chin[0] + half), h - 1)
+    cv2.rectangle(lab, *neck, cv2.GC_FGD, -1)
     return lab
 
 
