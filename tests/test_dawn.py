@@ -377,6 +377,16 @@ def test_generate_cli_runs_the_released_layout_end_to_end(tmp_path, portrait_pat
                  "--renderer", "dawn", "--dawn-checkpoints", str(tmp_path), "--dawn-steps", "2", "-q"]) == 0
     info = video_info(out)
     assert info.num_frames == 100 and (info.width, info.height) == (512, 512)
+    import cv2
+
+    from talkinghead.io.video import iter_frames
+
+    first = next(iter(iter_frames(out))).astype(np.float32)
+    portrait = cv2.resize(cv2.imread(str(portrait_path))[:, :, ::-1], (512, 512)).astype(np.float32)
+    diff = np.abs(first - portrait).mean(-1)
+    changed = (diff > 20).mean()
+    assert 0.03 < changed < 0.5                          # the face crop is the (random) model's output,
+    assert np.median(diff) < 4                           # the rest of the portrait is kept
     (tmp_path / "DAWN_32.pth").write_bytes(b"not a pickle")
     assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o",
                  str(tmp_path / "bad.mp4"), "--renderer", "dawn", "--dawn-checkpoints", str(tmp_path), "-q"]) == 2
