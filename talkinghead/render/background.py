@@ -83,6 +83,7 @@ def make_backdrop(image: np.ndarray, landmarks: np.ndarray, box: tuple[int, int,
     small = cv2.resize(region, (sw, sh), interpolation=cv2.INTER_AREA)
     lab = _seed(landmarks, box, (sh, sw), head_ring, sw / w)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)   # GrabCut's k-means draws from OpenCV's global generator: same split always
     try:
         cv2.grabCut(cv2.cvtColor(small, cv2.COLOR_RGB2BGR), lab, None, bgd, fgd, GRABCUT_ITERS,
                     cv2.GC_INIT_WITH_MASK)
