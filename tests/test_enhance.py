@@ -30,6 +30,7 @@ def _ncnn(name: str, image: np.ndarray) -> np.ndarray:
     net.opt.use_vulkan_compute = False
     for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
         setattr(net.opt, flag, False)
+    net.opt.num_threads = 1
     param, weights = source_files(name)
     net.load_param(str(param))
     net.load_model(str(weights))
@@ -49,6 +50,15 @@ def _torch(name: str, image: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0
     with torch.no_grad():
         return load_realesrgan(name)(x)[0].numpy()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small images and a tiny model: one torch thread is as fast, and two spin under load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()
