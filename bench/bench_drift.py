@@ -12,7 +12,7 @@ Reported: the first and the last minute's mean distance, and the Lab shift (Eucl
 mean Lab to the portrait's) of the first vs the last minute, for both.
 
     python bench/bench_drift.py [--minutes 2] [--train-minutes 6] [--steps 10] [--device cpu|cuda]
-        [--data PREPARED] [--vae VAE_CKPT] [--size 64] [--config configs/hallo2/unet.cpu.json]
+        [--data PREPARED] [--vae VAE_CKPT] [--config configs/hallo2/unet.cpu.json]
 Results: bench/results/drift.json. Without --data it reuses bench_ldm.py's prepared clips of the
 bundled portrait (outputs/ldm_check/prep/p0) or makes them; without --vae it trains one.
 """
@@ -100,7 +100,7 @@ class Judge:
         k = 256 / (x1 - x0)
         b = np.asarray(face.bbox, np.float64)
         self.box = type("Box", (), {"bbox": tuple(((b - [x0, y0, x0, y0]) * k).round().astype(int))})()
-        crop = ((src.crop[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        crop = ((src.crop[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
         self.ref_embed, self.ref_lab = self._measure(crop)
 
     def _measure(self, crop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,20 +123,17 @@ def _render(ckpt: Path, minutes: float, steps: int, device: str, motion) -> dict
     from talkinghead.render.base import RenderInputs
     from talkinghead.render.ldm.hallo2 import Hallo2Renderer
 
-    r = Hallo2Renderer(ckpt, steps=steps, mode="crop", crop_size=64)
-    r.model.to(device)
-    r.vae.to(device)
+    r = Hallo2Renderer(ckpt, steps=steps, mode="crop", crop_size=64).to(device)
     image = read_image(PORTRAIT)
     with FaceLandmarker() as lm:
         src = r.prepare(image, lm.detect(image)[0], lm)
-    src.z = src.z.to(device)
     judge = Judge(r, src)
     per_min = int(60 * FPS)
     dist, lab = [], []
     t0 = time.perf_counter()
     with torch.no_grad():
         for z in r.latents(src, motion, None, 0):
-            for crop in r.decode(src, z.cpu() if device != "cpu" else z):
+            for crop in r.decode(src, z):
                 d, c = judge(crop)
                 dist.append(d)
                 lab.append(c)

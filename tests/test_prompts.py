@@ -195,3 +195,27 @@ def test_config_files_parse():
         task, train = load_prompt_config(path)
         assert isinstance(task, PromptTaskConfig) and train.steps > 0
         assert asdict(task)["smile"][0] < asdict(task)["smile"][1]
+
+
+@pytest.mark.slow
+def test_shipped_prompt_model_steers_the_expression_and_keeps_the_mouth(speech_path):
+    """The shipped weights on the bundled speech: "smiling" raises the smile, "surprised" the brows
+    and the jaw, against "neutral"; the jaw still follows the speech as the base model's does."""
+    from talkinghead.audio.features import AudioFeatures
+    from talkinghead.motion.generate import FD2TalkMotion, MotionControls
+    from talkinghead.motion.prompt import prompted_motion
+    from talkinghead.pipelines.generate import load_speech
+    from talkinghead.audio.features import get_extractor
+    from talkinghead.types import BS
+
+    features: AudioFeatures = get_extractor("whisper")(load_speech(speech_path), 25.0)
+    controls = MotionControls(seed=0)
+    out = {p: prompted_motion("fd2talk", p)(features, controls).blendshapes for p in ("neutral", "smiling", "surprised")}
+    base = FD2TalkMotion()(features, controls).blendshapes
+    smile = {p: b[:, [BS["mouthSmileLeft"], BS["mouthSmileRight"]]].mean() for p, b in out.items()}
+    brow = {p: b[:, BS["browInnerUp"]].mean() for p, b in out.items()}
+    jaw = {p: b[:, BS["jawOpen"]] for p, b in out.items()}
+    assert smile["smiling"] > smile["neutral"] + 0.2
+    assert brow["surprised"] > brow["neutral"] + 0.2 and jaw["surprised"].mean() > jaw["neutral"].mean() + 0.05
+    for p in out:
+        assert np.corrcoef(jaw[p], base[:, BS["jawOpen"]])[0, 1] > 0.85, p

@@ -36,6 +36,9 @@ PROMPT_MODEL = "fd2talk_prompt"
 class PromptDiTConfig(DiTConfig):
     text_dim: int = 384           # MiniLM sentence embedding
     text_dropout: float = 0.2     # share of training windows without text (classifier-free)
+    # the text MLP's output is multiplied by this constant: the zero-initialised path then moves
+    # `text_gain` times faster than the pretrained weights under one learning rate
+    text_gain: float = 10.0
 
 
 class PromptMotionDiT(MotionDiT):
@@ -53,7 +56,7 @@ class PromptMotionDiT(MotionDiT):
         if text is None:
             return torch.zeros(batch, self.config.dim, device=self.mean.device)
         given = ~torch.isnan(text).any(-1, keepdim=True)                               # (B, 1)
-        return self.text(torch.nan_to_num(text).float()) * given
+        return self.text(torch.nan_to_num(text).float()) * (given * self.config.text_gain)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor,
                 style: torch.Tensor | None = None, blink_rate: torch.Tensor | None = None,

@@ -111,7 +111,7 @@ class Hallo2Renderer(FD2TalkRenderer):
         if not motion.relative:
             raise ValueError("the Hallo2 renderer is driven by motion relative to the portrait")
         cfg: Hallo2Config = self.model.config
-        vectors = torch.from_numpy(motion_vectors(motion))
+        vectors = torch.from_numpy(motion_vectors(motion)).to(getattr(self, "device", src.z.device))
         frames_z = src.z[:, None].expand(1, cfg.motion_frames, -1, -1, -1)           # (1, M, C, h, w)
         g = torch.Generator().manual_seed(seed)
         for a in range(0, len(motion), cfg.clip_frames):
