@@ -14,6 +14,7 @@ face + paste-back), and through bicubic alone.
 
     python bench/bench_enhance.py [--frames 24] [--models realesr-animevideov3-x2 ...]
                                   [--device cpu|cuda] [--time-frames 5] [--out FILE]
+                                  [--figure docs/enhance.png]
 Results: bench/results/enhance.json (the fast models), enhance_x4plus.json (realesrgan-x4plus,
 fewer frames: it takes a minute per frame on 2 cores). Timings are per frame, one process.
 """
@@ -153,6 +154,32 @@ def time_512(models: list[str], device: str, n: int) -> dict:
     return res
 
 
+def figure(dest: Path, models: list[str], device: str) -> None:
+    """original | bicubic | each model, on the first Wolfgang frame shrunk x2 (face box, 1:1 px)."""
+    import cv2
+
+    from talkinghead.render.enhance.face import EnhanceConfig, FaceEnhancer
+
+    orig = clip_frames(CLIPS[0], 1)[0]
+    h, w = orig.shape[:2]
+    low = cv2.resize(orig, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    bbox = tuple(v / 2 for v in face_bbox(orig, CLIPS[0]))
+    tiles = [("original", orig), ("bicubic", cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC))]
+    box = None
+    for model in models:
+        enh = FaceEnhancer(bbox, low.shape[:2], EnhanceConfig(model=model, device=device))
+        tiles.append((model, enh(low)))
+        box = enh.box
+    x0, y0, x1, y1 = (2 * v for v in box)
+    row = []
+    for label, img in tiles:
+        tile = np.ascontiguousarray(img[y0:y1, x0:x1])
+        cv2.putText(tile, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 0), 1, cv2.LINE_AA)
+        row.append(tile)
+    cv2.imwrite(str(dest), cv2.cvtColor(np.concatenate(row, 1), cv2.COLOR_RGB2BGR))
+    print(f"wrote {dest}")
+
+
 def main() -> None:
     import torch
 
@@ -162,7 +189,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--time-frames", type=int, default=5)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--figure", type=Path, help="only write this picture (e.g. docs/enhance.png)")
     a = ap.parse_args()
+    if a.figure:
+        return figure(a.figure, a.models, a.device)
     load = os.getloadavg()
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, torch threads {torch.get_num_threads()}")
     lpips = lpips_fn()
