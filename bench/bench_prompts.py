@@ -32,7 +32,8 @@ PROMPTS = {"neutral": "neutral", "smiling": "smiling", "surprised": "surprised"}
 HELD_OUT = {"neutral": "an expressionless face", "smiling": "grinning happily", "surprised": "looking astonished"}
 
 
-def measure(prompt: str | None, seed: int, checkpoint: str | None, guidance: float, speech) -> dict:
+def measure(prompt: str | None, seed: int, checkpoint: str | None, guidance: float, speech,
+            portrait: Path = PORTRAIT) -> dict:
     """One generated video, judged on its frames."""
     from talkinghead.evaluation.generated import judge_on_real_speech
     from talkinghead.motion.generate import MotionControls
@@ -42,7 +43,7 @@ def measure(prompt: str | None, seed: int, checkpoint: str | None, guidance: flo
     pipe = GeneratePipeline(GenerateConfig(prompt=prompt, prompt_checkpoint=checkpoint, prompt_guidance=guidance))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
-        r = judge_on_real_speech(pipe, PORTRAIT, d, MotionControls(seed=seed), speech)
+        r = judge_on_real_speech(pipe, portrait, d, MotionControls(seed=seed), speech)
     b = r.analysis.motion.blendshapes                                               # (T, 52) face model
     ok = np.isfinite(b).all(1)
     mean = lambda *names: float(np.mean([b[ok, BS[n]].mean() for n in names]))  # noqa: E731
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="prompt model folder (default: the shipped one)")
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--no-held-out", action="store_true", help="skip the unseen phrasings")
+    ap.add_argument("--portrait", default=str(PORTRAIT), help="portrait image (default: the bundled one)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "prompts.json"))
     a = ap.parse_args()
     from talkinghead.evaluation.testset import real_speech
@@ -79,17 +81,17 @@ def main() -> None:
     speech = real_speech()
     rows = []
     for s in a.seeds:
-        rows.append(measure(None, s, a.checkpoint, a.guidance, speech))
+        rows.append(measure(None, s, a.checkpoint, a.guidance, speech, Path(a.portrait)))
         for p in PROMPTS.values():
-            rows.append(measure(p, s, a.checkpoint, a.guidance, speech))
+            rows.append(measure(p, s, a.checkpoint, a.guidance, speech, Path(a.portrait)))
             print(json.dumps(rows[-1]), flush=True)
     if not a.no_held_out:
         for p in HELD_OUT.values():
-            rows.append(measure(p, a.seeds[0], a.checkpoint, a.guidance, speech))
+            rows.append(measure(p, a.seeds[0], a.checkpoint, a.guidance, speech, Path(a.portrait)))
             print(json.dumps(rows[-1]), flush=True)
     base = {s: next(r for r in rows if r["prompt"] is None and r["seed"] == s) for s in a.seeds}
     result = {
-        "setup": {"portrait": "bundled sample", "speech": "ARCTIC a0007 + ALSA clips (20 s, real)",
+        "setup": {"portrait": a.portrait, "speech": "ARCTIC a0007 + ALSA clips (20 s, real)",
                   "seeds": a.seeds, "guidance": a.guidance, "checkpoint": a.checkpoint or "shipped",
                   "load_average": os.getloadavg()},
         "rows": rows,
