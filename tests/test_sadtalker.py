@@ -362,3 +362,19 @@ def test_posevae_loads_from_the_released_layout(tmp_path):
         load_posevae(tmp_path)
     with pytest.raises(InputError, match="PoseVAE"):
         load_posevae(tmp_path / "nothing")
+
+
+def test_folding_spectral_norms_keeps_the_decoder_output():
+    import copy
+
+    from talkinghead.render.sadtalker.generator import SPADEDecoder
+    from talkinghead.render.sadtalker.model import fold_for_inference
+
+    torch.manual_seed(0)
+    dec = SPADEDecoder(16, 8, hidden=8, middle=1).eval()
+    feature = torch.randn(1, 16, 8, 8)
+    before = dec(feature)
+    folded = fold_for_inference(copy.deepcopy(dec))
+    assert not any(k.endswith(("_orig", "_u", "_v")) for k in folded.state_dict())
+    assert sum(k.endswith("_orig") for k in dec.state_dict()) == 8   # middle 2, up_0 and up_1 3 each
+    assert torch.equal(folded(feature), before)
