@@ -229,16 +229,17 @@ def _footage(out: Path) -> Path:
 
 
 def _merged(out: Path, parts: list[Path]) -> Path:
-    """One prepared dataset whose shards are the union of `parts`' (symlinks)."""
+    """One prepared dataset whose shards are the union of `parts`' (symlinks named PART-SHARD:
+    two parts' shards may share a name, as their sources' relative paths may)."""
     names = []
     for part in parts:
         meta = json.loads((part / "manifest.json").read_text())
         for n in meta["shards"]:
-            link = out / "shards" / n
+            link = out / "shards" / f"{part.name}-{n}"
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
                 link.symlink_to((part / "shards" / n).resolve())
-            names.append(n)
+            names.append(link.name)
     (out / "manifest.json").write_text(json.dumps({**meta, "shards": sorted(set(names))}))
     return out
 
@@ -373,6 +374,8 @@ def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: i
     against another clip's phones (chance), dlib distance to the portrait (goal <= 0.5)."""
     import bench_dawn
 
+    from talkinghead.errors import NoFaceError
+    from talkinghead.io.video import video_info
     from talkinghead.motion.generate import MotionControls
     from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
 
@@ -381,6 +384,13 @@ def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: i
     ckpts = {"difftalk": CHECK / "ckpt" / "difftalk", "fd2talk": CHECK / "ckpt" / "fd2talk"}
     if not reuse:
         ckpts, res["train"] = _train_check(minutes)
+    else:                              # what the checkpoints' training reached
+        ck = CHECK / "ckpt"
+        states = {"vae": ck / "vae", "difftalk": ck / "difftalk" / "unet", "decoder": ck / "fd2talk" / "vae",
+                  "fd2talk": ck / "fd2talk" / "unet"}
+        res["train"] = {k: {"steps": st["step"], "val_loss": [(h["step"], h["val_loss"]) for h in st["history"]
+                                                              if "val_loss" in h]}
+                        for k, st in ((k, json.loads((d / "train_state.json").read_text())) for k, d in states.items())}
     picks = test[::2]                                                   # one clip per portrait
     for name, ckpt in ckpts.items():
         pipe = GeneratePipeline(GenerateConfig(renderer=name, renderer_checkpoint=str(ckpt), dawn_steps=steps))
@@ -389,10 +399,15 @@ def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: i
             out = CHECK / "out" / name / Path(c["video"]).name
             out.parent.mkdir(parents=True, exist_ok=True)
             t = time.perf_counter()
-            g = pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
+            if not (reuse and out.exists()):                             # --reuse: judge what is there
+                pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
             other = picks[(i + 1) % len(picks)]["phones"]
-            rows.append({"clip": out.name, "frames": g.num_frames, "generate_s": time.perf_counter() - t,
-                         **bench_dawn.judge(out, c["phones"], other, Path(c["portrait"])),
+            try:
+                judged = {"face_found": True, **bench_dawn.judge(out, c["phones"], other, Path(c["portrait"]))}
+            except NoFaceError:       # the output holds no face the face model can find
+                judged = {"face_found": False, **dict.fromkeys(("r", "r_other_clip", "dlib_distance", "csim_dlib"), np.nan)}
+            rows.append({"clip": out.name, "frames": video_info(out).num_frames, "generate_s": time.perf_counter() - t,
+                         **judged,
                          "teacher_r": bench_dawn.judge(Path(c["video"]), c["phones"], c["phones"],
                                                        Path(c["portrait"]))["r"]})
             print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
