@@ -247,6 +247,7 @@ def test_vae_loader_reads_a_diffusers_folder(tmp_path):
         load_vae(tmp_path / "absent")
 
 
+@pytest.mark.slow
 def test_unet_loss_falls(shards):
     """A few optimizer steps on one batch of prepared frames lower the diffusion loss."""
     from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae
@@ -316,6 +317,7 @@ def test_training_checkpoints_and_resumes(checkpoint, shards):
     assert [r["step"] for r in log if "val_loss" in r] == [0, 2, 4]
 
 
+@pytest.mark.slow
 def test_renderers_stream_chunk_independent_frames(checkpoint, shards, portrait, portrait_face, tmp_path):
     """The renderers through the interface: FD2Talk's frames (decoded by its reference decoder) do
     not depend on the chunk size and follow the Motion; DiffTalk's follow the audio and ignore the
