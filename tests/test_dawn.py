@@ -207,12 +207,14 @@ def _one_thread(request):
 
 
 def _fixture_weights(state):
-    import sys
+    # loaded by path under its own name: SadTalker's fixtures have a `weights` module too, and
+    # whichever the suite imported first would otherwise answer `import weights`
+    import importlib.util
 
-    sys.path.insert(0, str(FIXTURES))
-    from weights import random_state
-
-    return random_state(state, 0)
+    spec = importlib.util.spec_from_file_location("dawn_fixture_weights", FIXTURES / "weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.random_state(state, 0)
 
 
 @pytest.fixture(scope="module")
