@@ -51,3 +51,6 @@ weights: $(STAMP)
 	    --corpus $(CORPUS) -o $(RUNS)/$$m && \
 	  $(PY) -c "from talkinghead.training.run import ship; ship('$(RUNS)/'+'$$m', '$$m')" || exit 1; \
 	done
+	.venv/bin/talkinghead train prompt --config configs/prompt/fd2talk_prompt.json --corpus $(CORPUS) \
+	  -o $(RUNS)/fd2talk_prompt
+	$(PY) -c "from talkinghead.training.run import ship; ship('$(RUNS)/fd2talk_prompt', 'fd2talk_prompt')"

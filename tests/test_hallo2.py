@@ -155,6 +155,10 @@ def test_generation_runs_clip_after_clip_for_any_length(checkpoint, portrait, po
     assert cfg["model"] == "hallo2" and cfg["motion_frames"] == 2 and cfg["clip_frames"] == 4
     r = Hallo2Renderer(checkpoint, steps=1, mode="crop", crop_size=32)
     src = r.prepare(portrait, portrait_face)
+    from talkinghead.render.base import RenderOptions, get_renderer
+
+    named = get_renderer("hallo2", RenderOptions(steps=1, checkpoints={"hallo2": str(checkpoint)}))
+    assert type(named) is Hallo2Renderer                  # generate --renderer hallo2
 
     def run(n: int) -> list[np.ndarray]:
         motion = Motion(np.zeros((n, 52), np.float32), np.zeros((n, 3)), np.zeros((n, 3)), np.ones(n),

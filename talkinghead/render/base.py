@@ -72,6 +72,7 @@ _REGISTRY: dict[str, str | Callable[[RenderOptions], Renderer]] = {
     "sadtalker": "talkinghead.render.sadtalker.renderer:SadTalkerRenderer.from_options",
     "difftalk": "talkinghead.render.ldm.difftalk:DiffTalkRenderer.from_options",
     "fd2talk": "talkinghead.render.ldm.fd2talk_render:FD2TalkRenderer.from_options",
+    "hallo2": "talkinghead.render.ldm.hallo2:Hallo2Renderer.from_options",
 }
 
 
