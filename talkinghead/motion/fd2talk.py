@@ -80,7 +80,10 @@ class MotionDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, audio: torch.Tensor,
                 style: torch.Tensor | None = None, blink_rate: torch.Tensor | None = None) -> torch.Tensor:
-        cond = self.condition(t, style, blink_rate)                                   # (B, D)
+        return self.denoise(x, audio, self.condition(t, style, blink_rate))
+
+    def denoise(self, x: torch.Tensor, audio: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The transformer under a global condition `cond` (B, D): noisy motion -> prediction."""
         b, n, _ = x.shape
         tau = self.tau(torch.cat([audio, cond[:, None].expand(b, n, -1)], -1))        # (B, T, D)
         h = self.inp(x)                                                               # (B, T, D)

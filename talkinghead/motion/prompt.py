@@ -62,12 +62,7 @@ class PromptMotionDiT(MotionDiT):
                 style: torch.Tensor | None = None, blink_rate: torch.Tensor | None = None,
                 text: torch.Tensor | None = None) -> torch.Tensor:
         cond = self.condition(t, style, blink_rate) + self.text_condition(text, x.shape[0])  # (B, D)
-        b, n, _ = x.shape
-        tau = self.tau(torch.cat([audio, cond[:, None].expand(b, n, -1)], -1))        # (B, T, D)
-        h = self.inp(x)                                                               # (B, T, D)
-        for block in self.blocks:
-            h = block(h, tau, cond)
-        return self.out(self.norm(h))                                                 # (B, T, C)
+        return self.denoise(x, audio, cond)
 
     @torch.no_grad()
     def sample_prompted(self, audio: torch.Tensor, text: torch.Tensor | None, steps: int = 10,

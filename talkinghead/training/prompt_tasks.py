@@ -14,7 +14,6 @@ else), then a caption derived from the window's own expression statistics
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -144,14 +143,9 @@ class _WithText:
 
 
 def load_prompt_config(path: str | Path | None) -> tuple[PromptTaskConfig, TrainConfig]:
-    from talkinghead.training.run import dataclass_from
+    from talkinghead.training.run import dataclass_from, read_json_config
 
-    raw = {}
-    if path:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read config {path}: {e}")
+    raw = read_json_config(path)
     task = dataclass_from(PromptTaskConfig, raw.get("task", {}), f"{path} task")
     for name in ("style_probs", "smile", "brow", "jaw"):
         setattr(task, name, tuple(getattr(task, name)))

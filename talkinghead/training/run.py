@@ -24,13 +24,18 @@ def dataclass_from(cls, values: dict, where: str):
     return cls(**values)
 
 
+def read_json_config(path: str | Path | None) -> dict:
+    """A training config file's JSON ({} without a path); an unreadable file is a one-line error."""
+    if not path:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read config {path}: {e}")
+
+
 def load_config(path: str | Path | None) -> tuple[MotionTaskConfig, TrainConfig]:
-    raw = {}
-    if path:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read config {path}: {e}")
+    raw = read_json_config(path)
     return (dataclass_from(MotionTaskConfig, raw.get("task", {}), f"{path} task"),
             dataclass_from(TrainConfig, raw.get("train", {}), f"{path} train"))
 
