@@ -394,10 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--host", default="127.0.0.1")
     lv.add_argument("--port", type=int, default=8010)
     lv.add_argument("--size", type=int, default=384, help="face crop size in pixels (0: the whole portrait)")
-    lv.add_argument("--delay", type=float, default=0.24,
+    lv.add_argument("--delay", type=float, default=0.27,
                     help="seconds from the audio to its frame (jitter buffer; >= look-ahead + compute)")
     lv.add_argument("--steps", type=int, default=3, help="diffusion sampling steps per hop")
-    lv.add_argument("--hop", type=int, default=2, help="frames computed per hop")
+    lv.add_argument("--hop", type=int, default=3, help="frames computed per hop")
     lv.add_argument("--lookahead", type=int, default=3, help="frames of future audio each hop sees")
     lv.add_argument("--seed", type=int, default=0)
     lv.add_argument("--still", action="store_true", help="no head motion")

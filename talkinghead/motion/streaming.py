@@ -36,7 +36,7 @@ class StreamWindow:
     """Frames per hop: `context` known, `hop` new, `lookahead` future (all at the video rate)."""
 
     context: int = 20
-    hop: int = 2
+    hop: int = 3
     lookahead: int = 3
 
     @property

@@ -37,7 +37,7 @@ CHUNK_S = 0.02
 class LiveSettings:
     image: str
     input: str = "mic"               # "mic" (the browser's) or an audio file played as if live
-    delay: float = 0.24              # seconds from the audio's time to a frame's send time
+    delay: float = 0.27              # seconds from the audio's time to a frame's send time
     jpeg_quality: int = 80
     controls: MotionControls = field(default_factory=lambda: MotionControls(steps=3))
 
