@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.sadtalker.make_fixtures import GEN_DEBUG, KEEP_BUFFERS, SEEDS, inputs
+from fixtures.sadtalker.cases import GEN_DEBUG, KEEP_BUFFERS, SEEDS, inputs
 from fixtures.sadtalker.weights import random_state
 
 from talkinghead.errors import InputError
