@@ -36,7 +36,16 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     max_minutes: float = 0.0       # > 0: stop (and save) after this wall time
+    max_cpu_minutes: float = 0.0   # > 0: stop (and save) after this much process CPU time, a
+    #                                budget that does not depend on what else loads the machine
     mixed_precision: str = "no"    # accelerate's setting: "no", "fp16", "bf16"
+
+
+def _out_of_time(config: TrainConfig, start: float, cpu_start: float) -> bool:
+    """Whether the wall-time or CPU-time budget (either, where set) is spent."""
+    wall = config.max_minutes and time.perf_counter() - start > 60 * config.max_minutes
+    cpu = config.max_cpu_minutes and time.process_time() - cpu_start > 60 * config.max_cpu_minutes
+    return bool(wall or cpu)
 
 
 class Task(Protocol):
@@ -143,7 +152,7 @@ def train(task: Task, config: TrainConfig, out_dir: str | Path, resume: bool = T
     ema.model.to(accelerator.device)
     generator = torch.Generator().manual_seed(config.seed + step)
     log = open(out / "log.jsonl", "a")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     bar = tqdm(total=config.steps, initial=step, desc=out.name, unit="step", disable=not progress)
     if step == 0:  # the untrained model's validation loss starts every curve
         history.append({"step": 0, **evaluate(task, ema.model)})
@@ -174,7 +183,7 @@ def train(task: Task, config: TrainConfig, out_dir: str | Path, resume: bool = T
         if record and accelerator.is_main_process:
             log.write(json.dumps(record) + "\n")
             log.flush()
-        out_of_time = config.max_minutes and time.perf_counter() - start > 60 * config.max_minutes
+        out_of_time = _out_of_time(config, start, cpu_start)
         if accelerator.is_main_process and (step % config.save_every == 0 or step == config.steps
                                             or out_of_time):
             _save_state(out, accelerator.unwrap_model(model), ema, optimizer, step, history,
