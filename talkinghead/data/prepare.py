@@ -228,9 +228,9 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig
         for line in logfile.read_text().splitlines():
             r = json.loads(line)
             if r["status"] == "skipped" or (out / "shards" / r["shard"] / "info.json").exists():
-                done[r["source"]] = r
-    jobs = [(str(p), str(out / "shards" / source_id(p, src)), asdict(cfg))
-            for p in sources if str(p) not in done]
+                done[r["shard"]] = r   # the shard id, unlike the path string, is the same
+    jobs = [(str(p), str(out / "shards" / source_id(p, src)), asdict(cfg))   # for rel/abs src
+            for p in sources if source_id(p, src) not in done]
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(workers, initializer=_init_worker) if workers > 1 and len(jobs) > 1 else None
     with open(logfile, "a") as logf, tqdm(total=len(sources), initial=len(sources) - len(jobs),
@@ -239,7 +239,7 @@ def prepare(src: str | Path, out: str | Path, cfg: PrepareConfig = PrepareConfig
         for r in results:
             logf.write(json.dumps(r) + "\n")
             logf.flush()
-            done[r["source"]] = r
+            done[r["shard"]] = r
             if r["status"] != "ok":
                 log.warning("skipped %s: %s", r["source"], r["reason"])
             bar.update(1)
