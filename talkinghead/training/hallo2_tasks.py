@@ -85,6 +85,8 @@ class Hallo2Task(UNetTask):
             zf = encode(self.vae, b["frames"].flatten(0, 1), self.scale).unflatten(0, b["frames"].shape[:2])
         if model.training:                                  # Hallo2: corrupted in training only
             zf = corrupt(zf, c.patch, c.patch_drop, c.noise_std, g)
+            if c.motion_drop > 0 and float(torch.rand((), generator=g)) < c.motion_drop:
+                zf = None                                   # this batch: reference tokens only
         t = torch.randint(0, c.diffusion_steps, (len(z0),), generator=g).to(dev)
         noise = torch.randn(z0.shape, generator=g).to(dev)
         pred = model(self.schedule.add_noise(z0, noise, t), t, zr, b["motion"], zf)
@@ -97,8 +99,9 @@ class Hallo2Task(UNetTask):
 
 def train_hallo2(config: str | Path, data: str | None, vae: str | None, output: str | Path,
                  steps: int | None = None, max_minutes: float | None = None, resume: bool = True,
-                 progress: bool = True, **model_overrides) -> TrainResult:
-    """`talkinghead train hallo2`: {"model": Hallo2Config, "task": UNetTaskConfig, "train": ...}."""
+                 progress: bool = True, max_cpu_minutes: float | None = None, **model_overrides) -> TrainResult:
+    """`talkinghead train hallo2`: {"model": Hallo2Config, "task": UNetTaskConfig, "train": ...};
+    `max_cpu_minutes` bounds the training by process CPU time (TrainConfig.max_cpu_minutes)."""
     from talkinghead.errors import InputError
     from talkinghead.training.ldm_tasks import _read, _tuples
     from talkinghead.training.run import dataclass_from, override
@@ -112,6 +115,8 @@ def train_hallo2(config: str | Path, data: str | None, vae: str | None, output: 
     if not task_cfg.vae:
         raise InputError("train hallo2 needs --vae (a `--stage vae` checkpoint or a diffusers VAE folder)")
     override(train_cfg, steps, max_minutes)
+    if max_cpu_minutes is not None:
+        train_cfg.max_cpu_minutes = max_cpu_minutes
     task = Hallo2Task(task_cfg, model_cfg, train_cfg.batch_size)
     return train(task, train_cfg, output, resume=resume, progress=progress)
 

@@ -16,7 +16,9 @@ ReferenceNet); our UNet has no ReferenceNet, so they join the reference's tokens
 * Training (`training/hallo2_tasks.py`): the motion frames are the M frames before the target,
   ending 1..`clip_frames` frames before it (a target anywhere in a clip sees the previous clip's
   last frames), encoded by the VAE, then `corrupt`ed: each latent patch dropped (zeroed) with
-  probability `patch_drop`, then Gaussian noise of std `noise_std` added.
+  probability `patch_drop`, then Gaussian noise of std `noise_std` added. With `motion_drop` > 0
+  that share of batches trains without motion frames (reference tokens only), so the same
+  weights also render without them (`use_motion_frames=False`): the drift benchmark's baseline.
 * Generation (`Hallo2Renderer`): clips of `clip_frames` frames; the first clip's motion frames
   are the portrait's latent repeated (Hallo2 starts from the reference image); each later clip's
   are the last M latents of the clip before. Only those M latents are kept, so memory does not
@@ -44,6 +46,8 @@ class Hallo2Config(FD2TalkRenderConfig):
     clip_frames: int = 8            # frames generated per clip (Hallo2: 16)
     patch_drop: float = 0.25        # share of motion-frame latent patches zeroed in training
     noise_std: float = 0.5          # Gaussian noise on the motion-frame latents in training
+    motion_drop: float = 0.0        # share of training batches without motion frames: > 0 makes one
+    #                                 UNet serve both with them and without (the drift baseline)
     use_motion_frames: bool = True  # False: the plain FD2Talk UNet's conditions (the baseline)
     corrupt_at_inference: bool = False
 
