@@ -187,6 +187,15 @@ def _train_ldm(a: argparse.Namespace) -> None:
         _print_run(r)
 
 
+def _train_hallo2(a: argparse.Namespace) -> None:
+    from talkinghead.training.hallo2_tasks import train_hallo2
+
+    r = train_hallo2(a.config, a.data, a.vae, a.output, steps=a.steps, max_minutes=a.max_minutes,
+                     max_cpu_minutes=a.max_cpu_minutes, resume=not a.restart, progress=not a.quiet)
+    if not a.quiet:
+        _print_run(r)
+
+
 def _live(a: argparse.Namespace) -> None:
     from talkinghead.motion.streaming import StreamWindow
     from talkinghead.pipelines.stream import MotionControls, StreamConfig, StreamPipeline
@@ -386,6 +395,18 @@ def build_parser() -> argparse.ArgumentParser:
         tl.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
         tl.add_argument("-q", "--quiet", action="store_true")
         tl.set_defaults(func=_train_ldm)
+    th = tsub.add_parser("hallo2", help="train Hallo2's motion-frame UNet (long generation without drift)")
+    th.add_argument("--config", required=True, help="configs/hallo2/unet[.debug|.cpu].json")
+    th.add_argument("--data", help="dataset from `talkinghead prepare` (overrides the config)")
+    th.add_argument("--vae", help="a `train fd2talk-render --stage vae` checkpoint or a diffusers AutoencoderKL folder")
+    th.add_argument("-o", "--output", required=True, help="the UNet's directory, DIR/unet beside the VAE in DIR/vae "
+                    "(then `generate --renderer hallo2 --renderer-checkpoint DIR`)")
+    th.add_argument("--steps", type=int)
+    th.add_argument("--max-minutes", type=float)
+    th.add_argument("--max-cpu-minutes", type=float, help="stop after this much process CPU time")
+    th.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    th.add_argument("-q", "--quiet", action="store_true")
+    th.set_defaults(func=_train_hallo2)
 
     lv = sub.add_parser("live", help="a local page: the portrait talks while you speak (or a file plays)")
     lv.add_argument("--image", required=True, help="portrait (JPEG/PNG/WebP/BMP/TIFF)")

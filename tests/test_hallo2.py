@@ -194,3 +194,47 @@ def test_config_files_parse():
         raw = json.loads(path.read_text())
         cfg = config_from(Hallo2Config, raw["model"])
         assert cfg.motion_frames >= 1 and cfg.clip_frames >= 1 and 0 <= cfg.patch_drop < 1
+
+
+def test_motion_drop_trains_some_batches_without_motion_frames(shards, vae):
+    from talkinghead.render.ldm.hallo2 import Hallo2Config
+    from talkinghead.training.hallo2_tasks import Hallo2Task
+    from talkinghead.training.ldm_tasks import UNetTaskConfig
+
+    cfg = UNetTaskConfig(data=str(shards), vae=str(vae), val_samples=4, size=16, clip_length=10)
+    task = Hallo2Task(cfg, Hallo2Config(**{**TINY, "motion_frames": 2, "clip_frames": 3, "motion_drop": 0.5}), 4)
+    batch = task.train_batch(0, torch.Generator().manual_seed(0))
+    seen, model = [], task.model
+    wrapped = lambda x, t, zr, m, zf: seen.append(zf is None) or model(x, t, zr, m, zf)  # noqa: E731
+    wrapped.parameters, wrapped.training = model.parameters, True
+    g = torch.Generator().manual_seed(3)
+    for _ in range(40):
+        task.loss(wrapped, batch, g)
+    assert 8 < sum(seen) < 32                            # about half the batches: reference tokens only
+    seen.clear()
+    wrapped.training = False
+    task.loss(wrapped, batch, g)
+    assert seen == [False]                               # validation: always with motion frames
+
+
+@pytest.mark.slow
+def test_train_hallo2_on_the_command_line(shards, vae, tmp_path, capsys, portrait, portrait_face):
+    from talkinghead.cli import main
+    from talkinghead.render.ldm.hallo2 import Hallo2Renderer, Hallo2UNet
+
+    debug = ROOT / "configs/hallo2/unet.debug.json"
+    out = tmp_path / "ckpt"
+    assert main(["train", "hallo2", "--config", str(debug), "--data", str(shards), "--vae", str(vae),
+                 "-o", str(out / "unet"), "--steps", "2", "-q"]) == 0
+    saved = json.loads((out / "unet" / "config.json").read_text())
+    assert saved["step"] == 2 and saved["config"]["model"] == "hallo2"
+    (out / "vae").symlink_to(vae, target_is_directory=True)
+    r = Hallo2Renderer(out, steps=1, mode="crop", crop_size=16)
+    assert type(r.model) is Hallo2UNet and r.model.config.clip_frames == 4
+    capsys.readouterr()
+    # bad input: one line, exit 2, nothing written
+    for args, words in ((["--data", str(shards)], "needs --vae"), (["--vae", str(vae)], "no dataset")):
+        assert main(["train", "hallo2", "--config", str(debug), *args, "-o", str(tmp_path / "bad"), "-q"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "bad").exists()

@@ -114,6 +114,8 @@ def train_hallo2(config: str | Path, data: str | None, vae: str | None, output: 
     task_cfg.vae = vae or task_cfg.vae
     if not task_cfg.vae:
         raise InputError("train hallo2 needs --vae (a `--stage vae` checkpoint or a diffusers VAE folder)")
+    if not task_cfg.data:
+        raise InputError("no dataset: pass --data DIR (made by `talkinghead prepare`)")
     override(train_cfg, steps, max_minutes)
     if max_cpu_minutes is not None:
         train_cfg.max_cpu_minutes = max_cpu_minutes
