@@ -232,3 +232,52 @@ def test_motion_chunks_equal_the_whole_clip_sampling(monkeypatch, margin, close)
     once = list(model.stream([feats[:150]], 150, 25.0, controls))           # all at once: whole
     ref = model(AudioFeatures(feats[:150], 25.0, "whisper"), controls)
     assert len(once) == 1 and np.array_equal(once[0].blendshapes, ref.blendshapes)
+
+
+@pytest.mark.slow
+def test_models_loaded_without_random_init_are_identical():
+    """`skip_init` (the pipeline's loads skip torch's random initialisation, which the strict
+    loads overwrite) gives the same models, and other threads keep the real fillers."""
+    import torch
+
+    from talkinghead.audio.features import get_extractor
+    from talkinghead.motion.generate import get_motion_model
+    from talkinghead.pipelines.generate import skip_init
+
+    def tensors(m):
+        return {**dict(m.named_parameters()), **dict(m.named_buffers())}
+
+    ref_model, ref_enc = get_motion_model("fd2talk"), get_extractor("whisper").model
+    other = []
+
+    def elsewhere():
+        torch.manual_seed(0)
+        other.append(torch.nn.Linear(4, 4).weight.detach().clone())
+
+    with skip_init():
+        model, enc = get_motion_model("fd2talk"), get_extractor("whisper").model
+        t = threading.Thread(target=elsewhere)
+        t.start()
+        t.join()
+        w = torch.nn.Linear(300, 300).weight      # this thread: left as allocated, not drawn
+    torch.manual_seed(0)
+    assert torch.equal(other[0], torch.nn.Linear(4, 4).weight)
+    assert torch.nn.init.kaiming_uniform_.__module__ == "torch.nn.init"   # restored
+    assert w.shape == (300, 300)
+    for a, b in ((ref_model.expression, model.expression), (ref_model.pose, model.pose), (ref_enc, enc)):
+        ta, tb = tensors(a), tensors(b)
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    mel = torch.randn(1, 80, 200)
+    with torch.no_grad():
+        assert torch.equal(ref_enc(mel), enc(mel))
+
+
+def test_face_model_loads_without_mediapipe_drawing_or_audio_modules():
+    """The landmarker leaves matplotlib and sounddevice (mediapipe's drawing and audio tasks)
+    unloaded, and those modules still load in full on first use."""
+    code = ("import sys; from talkinghead.face.landmarker import FaceLandmarker; FaceLandmarker().close(); "
+            "print(*sorted(m for m in ('matplotlib', 'sounddevice') if m in sys.modules)); "
+            "import mediapipe as mp; print(mp.tasks.vision.drawing_utils.DrawingSpec.__name__, "
+            "mp.tasks.audio.AudioClassifier.__name__, 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["", "DrawingSpec AudioClassifier True"], out.stdout

@@ -8,8 +8,12 @@ several, and turns "no face" / "face too small" into one-line errors that name t
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -38,14 +42,53 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(fd)
 
 
+# mediapipe's package __init__s import every task: its audio tasks pull in sounddevice and its
+# drawing utilities matplotlib.pyplot (0.41 of 0.48 CPU s for the whole import; the landmarker
+# uses neither). Those modules are created lazily (importlib.util.LazyLoader): they load, in
+# full, on the first attribute anyone reads from them, so mediapipe keeps working as shipped.
+_MP_LAZY = frozenset({"mediapipe.tasks.python.audio", "mediapipe.tasks.python.text",
+                      "mediapipe.tasks.python.vision.drawing_utils",
+                      "mediapipe.tasks.python.vision.drawing_styles"})
+
+
+class _LazyFinder(importlib.abc.MetaPathFinder):
+    """Finds the modules of `names` on the normal path and hands them out lazily."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.names = names
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        return spec
+
+
+def _import_mediapipe_vision():
+    """`(BaseOptions, vision)` of mediapipe.tasks.python, without the modules of _MP_LAZY."""
+    if "mediapipe" not in sys.modules:
+        finder = _LazyFinder(_MP_LAZY)
+        sys.meta_path.insert(0, finder)
+        try:
+            import mediapipe  # noqa: F401
+        finally:
+            sys.meta_path.remove(finder)
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    return BaseOptions, vision
+
+
 class FaceLandmarker:
     """Wrapper over the MediaPipe task. `video=True` tracks across frames (timestamps required)."""
 
     def __init__(self, video: bool = False, max_faces: int = 4, min_confidence: float = 0.5) -> None:
         os.environ.setdefault("GLOG_minloglevel", "2")
-        from mediapipe.tasks.python import BaseOptions, vision
-
         from talkinghead.assets import asset_path
+
+        BaseOptions, vision = _import_mediapipe_vision()
 
         mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE
         options = vision.FaceLandmarkerOptions(

@@ -62,6 +62,7 @@ class GenerateConfig:
     dawn_checkpoint: str | None = None
     dawn_steps: int = 10             # DDIM steps of the A2V-FDM
     sadtalker_checkpoints: str | None = None  # SadTalker's released checkpoint folder
+    sadtalker_pose_style: int | None = None   # the released PoseVAE's style 0..45 drives head pose
     renderer_checkpoint: str | None = None    # the picked renderer's checkpoint (difftalk, fd2talk)
     prompt: str | None = None        # text prompt steering the expression (motion/prompt.py)
     prompt_checkpoint: str | None = None      # prompt model folder (default: the shipped one)
@@ -126,7 +127,7 @@ class GeneratePipeline:
         self.config = config
         self.renderer = get_renderer(config.renderer, RenderOptions(
             mode=config.mode, crop_size=config.crop_size, calibrate=config.calibrate,
-            geometric=config.render, steps=config.dawn_steps,
+            geometric=config.render, steps=config.dawn_steps, pose_style=config.sadtalker_pose_style,
             checkpoints={"dawn": config.dawn_checkpoint, "sadtalker": config.sadtalker_checkpoints,
                          **({config.renderer: config.renderer_checkpoint} if config.renderer_checkpoint else {})}))
         if config.motion_model not in MOTION_MODELS:
@@ -141,7 +142,8 @@ class GeneratePipeline:
         """Loaded on first use (in `generate`, by the worker thread, while the portrait is analysed)."""
         with self._lock:
             if self._motion_model is None:
-                self._motion_model = get_motion_model(self.config.motion_model)
+                with skip_init():  # every parameter is then loaded strictly
+                    self._motion_model = get_motion_model(self.config.motion_model)
         return self._motion_model
 
     @property
@@ -151,7 +153,9 @@ class GeneratePipeline:
             if self._extractor is None:
                 from talkinghead.audio.features import get_extractor
 
-                self._extractor = get_extractor(self.motion_model.feature)
+                kind = self.motion_model.feature
+                with skip_init():  # every parameter is then loaded strictly (whisper, mel)
+                    self._extractor = get_extractor(kind)
         return self._extractor
 
     def motion(self, clip: AudioClip, controls: MotionControls = MotionControls(),
@@ -291,6 +295,53 @@ class GeneratePipeline:
         timings["encode"] = time.perf_counter() - t3 - timings["render"] - timings.get("enhance", 0.0)
         timings["total"], timings["cpu"] = time.perf_counter() - t0, time.process_time() - c0
         return GenerateOutput(Path(output), n, cfg.fps, motion, portrait, timings)
+
+
+_INIT_FILLERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_",
+                 "dirac_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_",
+                 "kaiming_normal_", "orthogonal_", "sparse_")
+_init_state = threading.local()
+_init_lock = threading.Lock()
+_init_users = [0, {}]  # threads inside skip_init, the original fillers while patched
+
+
+@contextmanager
+def skip_init():
+    """torch.nn.init's fillers leave their tensor as it is, in this thread only, while it lasts.
+
+    For models built to be loaded at once with weights that overwrite every parameter (strict
+    loads): the random initialisation they skip was 0.13 CPU s of the Whisper encoder's 0.19 s
+    load and most of FD2Talk's, on the path to a cold start's first frame. Other threads keep
+    the real fillers; the loaded models are identical (tests/test_speed_paths.py).
+    """
+    import torch.nn.init as init
+
+    def skipping(name: str):
+        original = _init_users[1][name]
+
+        def filler(tensor, *args, **kwargs):
+            if getattr(_init_state, "skip", False):
+                return tensor
+            return original(tensor, *args, **kwargs)
+
+        return filler
+
+    with _init_lock:
+        if _init_users[0] == 0:
+            _init_users[1] = {n: getattr(init, n) for n in _INIT_FILLERS if hasattr(init, n)}
+            for n in _init_users[1]:
+                setattr(init, n, skipping(n))
+        _init_users[0] += 1
+    before, _init_state.skip = getattr(_init_state, "skip", False), True
+    try:
+        yield
+    finally:
+        _init_state.skip = before
+        with _init_lock:
+            _init_users[0] -= 1
+            if _init_users[0] == 0:
+                for n, f in _init_users[1].items():
+                    setattr(init, n, f)
 
 
 @contextmanager
