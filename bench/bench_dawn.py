@@ -5,8 +5,9 @@ audio in minutes, and keep identity? Judged on the OUTPUT videos, re-analysed by
    portraits (the bundled photo; a frame of the real carphone clip, upscaled) speaking TTS
    sentences (flite voices slt, awb, kal16, kal). Held out: the flite `rms` voice and other
    sentences.
-2. `prepare` at 64x64, then the LFG and the A2V-FDM trained through the shared loop for a
-   bounded time (configs/dawn/*.cpu.json).
+2. `prepare` at 64x64, then the LFG and the A2V-FDM (DAWN's released architectures in a CPU-sized
+   config, configs/dawn/*.cpu.json) trained through the shared loop, each for a bounded budget of
+   process CPU time, one torch thread (so the budget does not depend on the machine's load).
 3. `generate --renderer dawn` on the held-out clips (pose and blink from FD2Talk), then the
    face model on the output frames: mouth opening vs the TTS phones' viseme track (Pearson r;
    goal >= 0.4), the same against another clip's track (chance level), dlib identity distance
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -118,13 +120,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-clips", type=int, default=40, help="per portrait")
     ap.add_argument("--test-clips", type=int, default=4, help="per portrait")
-    ap.add_argument("--lfg-minutes", type=float, default=6.0)
-    ap.add_argument("--a2v-minutes", type=float, default=12.0)
+    ap.add_argument("--lfg-cpu-minutes", type=float, default=8.0, help="process CPU minutes")
+    ap.add_argument("--a2v-cpu-minutes", type=float, default=22.0, help="process CPU minutes")
     ap.add_argument("--reuse", action="store_true", help="judge the existing checkpoints, no training")
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     from talkinghead.data.prepare import PrepareConfig, prepare
     from talkinghead.motion.generate import MotionControls
     from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
@@ -140,18 +142,18 @@ def main() -> None:
     res["prepare"] = {"videos": m["videos"], "frames": m["frames"], "skipped": len(m["skipped"]),
                       "s": time.perf_counter() - t}
     ckpt = WORK / "dawn"
-    for stage, minutes in (("lfg", args.lfg_minutes), ("a2v", args.a2v_minutes)):
+    for stage, minutes in (("lfg", args.lfg_cpu_minutes), ("a2v", args.a2v_cpu_minutes)):
         if args.reuse:
             hist = [json.loads(line) for line in (ckpt / stage / "log.jsonl").read_text().splitlines()]
             hist = [h for h in hist if "val_loss" in h]
             step = json.loads((ckpt / stage / "train_state.json").read_text())["step"]
             res[stage] = {"steps": step, "val_loss": [(h["step"], h["val_loss"]) for h in hist]}
             continue
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         r = train_dawn(stage, ROOT / "configs" / "dawn" / f"{stage}.cpu.json", str(WORK / "data"),
-                       ckpt / stage, lfg=str(ckpt / "lfg"), max_minutes=minutes, progress=True)
-        res[stage] = {"steps": r.step, "s": time.perf_counter() - t,
-                      "val_loss": [(h["step"], h["val_loss"]) for h in r.history]}
+                       ckpt / stage, lfg=str(ckpt / "lfg"), max_cpu_minutes=minutes, progress=True)
+        res[stage] = {"steps": r.step, "s": time.perf_counter() - t, "cpu_minutes": (time.process_time() - cpu) / 60,
+                      "load_average_after": os.getloadavg(), "val_loss": [(h["step"], h["val_loss"]) for h in r.history]}
         print(f"{stage}: {r.step} steps, val loss {r.history[0]['val_loss']:.4f} -> {r.history[-1]['val_loss']:.4f}")
     pipe = GeneratePipeline(GenerateConfig(renderer="dawn", dawn_checkpoint=str(ckpt)))
     rows = []
@@ -168,6 +170,8 @@ def main() -> None:
     res["test"] = rows
     res["summary"] = {k: float(np.nanmean([r[k] for r in rows])) for k in
                       ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib", "cpbd")}
+    res["model"] = "DAWN's released architectures (lfg_mraa, unet3d), configs/dawn/*.cpu.json, 1 torch thread"
+    res["load_average_end"] = os.getloadavg()
     (ROOT / "bench" / "results" / "dawn.json").write_text(json.dumps(res, indent=1) + "\n")
     strip(rows, test, ROOT / "docs" / "dawn_check.png")
     print(json.dumps(res["summary"], indent=1))

@@ -1,5 +1,6 @@
-"""DAWN's renderer: dataset preparation, the LFG, A2V-FDM (attention window, RoPE, any length,
-exact tiling), training through the shared loop on prepared shards, and `generate --renderer dawn`."""
+"""DAWN's renderer (one architecture, the released one): dataset preparation, equivalence with the
+official code, linear-time sampling, the released files' layout, training through the shared loop on
+prepared shards (the CPU-sized model is a config of the same classes), and `generate --renderer dawn`."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from talkinghead.render.dawn.a2v_fdm import A2VConfig, A2VFDM, lip_weighted_loss, sample
-from talkinghead.render.dawn.lfg import LatentFlowGenerator, LFGConfig, warp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,69 +73,20 @@ def test_prepare_cli_bad_source_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "no videos" in err[0]
 
 
-def test_lfg_warp_identity_and_reconstruction_shapes():
-    torch.manual_seed(0)
-    z = torch.randn(2, 5, 8, 8)
-    assert torch.allclose(warp(z, torch.zeros(2, 2, 8, 8)), z, atol=1e-6)
-    shifted = warp(z, torch.full((2, 2, 8, 8), 2 / 7)[:, :1].repeat(1, 2, 1, 1) * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))
-    assert torch.allclose(shifted[..., :-1], z[..., 1:], atol=1e-5)      # one latent pixel to the left
-    lfg = LatentFlowGenerator(LFGConfig.debug())
-    x = torch.rand(3, 3, 32, 32)
-    out, zm = lfg(x, x)
-    assert out.shape == (3, 3, 32, 32) and zm.shape == (3, 3, 8, 8)
-    assert zm[:, :2].abs().max() == 0 and zm[:, 2].min() > 0.95          # starts as identity, unblocked
-
-
-def test_a2v_handles_two_lengths_and_its_temporal_reach_is_pinned():
-    torch.manual_seed(0)
-    cfg = A2VConfig.debug(window=2)
-    model = A2VFDM(cfg).eval()
-    for p in model.parameters():                  # the zero-initialised attention outputs too
-        torch.nn.init.normal_(p, std=0.05)
-
-    cond = (torch.randn(1, 64, 8, 8), torch.rand(1, 1, 8, 8))
-
-    def run(n, x=None, audio=None):
-        x = torch.randn(1, n, 3, 8, 8) if x is None else x
-        audio = torch.randn(1, n, 16) if audio is None else audio
-        return model(x, torch.tensor([10]), *cond, audio, torch.zeros(1, n, 6), torch.zeros(1, n, 2)), x, audio
-
-    with torch.no_grad():
-        for n in (12, 37):
-            assert run(n)[0].shape == (1, n, 3, 8, 8)
-        base, x, audio = run(40)
-        reach = model.receptive_frames + cfg.audio_k
-        assert reach == 2 * 5 + 2
-        audio2 = audio.clone()
-        audio2[:, 20] += 5.0                      # change the audio of frame 20 only
-        moved = (run(40, x, audio2)[0] - base).abs().amax((0, 2, 3, 4))
-    assert moved[20] > 1e-4
-    assert moved[20 - reach:20 + reach + 1].max() > 0
-    far = torch.cat([moved[:20 - reach], moved[20 + reach + 1:]])
-    assert far.max() == 0                          # local windows: nothing beyond the reach moves
-
-
-def test_a2v_tiled_sampling_equals_one_pass():
-    torch.manual_seed(0)
-    model = A2VFDM(A2VConfig.debug(window=2, diffusion_steps=50)).eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    n = 30
-    args = (torch.randn(1, 64, 8, 8), torch.rand(1, 1, 8, 8), torch.randn(1, n, 16),
-            torch.randn(1, n, 6), torch.randn(1, n, 2))
-    whole = sample(model, *args, steps=3, seed=0, tile=1000)
-    tiled = sample(model, *args, steps=3, seed=0, tile=7)
-    assert torch.allclose(whole, tiled, atol=1e-5)
-
-
 def test_lip_weighted_loss_is_eq7():
-    pred, target = torch.zeros(2, 4, 3, 8, 8), torch.ones(2, 4, 3, 8, 8)
-    lips = torch.zeros(2, 4, 1, 8, 8)
+    from talkinghead.training.dawn_tasks import lip_weighted_loss
+
+    pred, target = torch.zeros(2, 3, 4, 8, 8), torch.ones(2, 3, 4, 8, 8)        # (B, C, N, h, w)
+    lips = torch.zeros(2, 1, 4, 8, 8)
     lips[..., 2:4, 2:6] = 1
     assert float(lip_weighted_loss(pred, target, lips, 3.0)) == pytest.approx(1 + 3 * lips.mean().item())
 
 
+@pytest.mark.slow
 def test_dawn_trains_on_prepared_shards_resumes_and_generates(dataset, tmp_path, portrait_path, speech_path, capsys):
+    """`train dawn` (debug configs of the released classes: the MRAA LFG, the 3D U-Net) learns on
+    prepared shards through the shared loop (validation loss falls), resumes, and the checkpoint
+    drives `generate --renderer dawn`."""
     from talkinghead.cli import main
 
     ckpt = tmp_path / "dawn"
@@ -146,10 +96,10 @@ def test_dawn_trains_on_prepared_shards_resumes_and_generates(dataset, tmp_path,
         assert main(args) == 0
         log = [json.loads(line) for line in (ckpt / stage / "log.jsonl").read_text().splitlines()]
         vals = [r["val_loss"] for r in log if "val_loss" in r]
-        assert vals[-1] < 0.7 * vals[0], (stage, vals)
+        assert vals[-1] < 0.8 * vals[0], (stage, vals)
         assert (ckpt / stage / "model.safetensors").exists()
         cfg = json.loads((ckpt / stage / "config.json").read_text())["config"]
-        assert cfg["model"] == f"dawn_{stage}"
+        assert cfg["model"] == f"dawn_{stage}_released"
     assert main(args[:-1] + ["--steps", "44", "-q"]) == 0          # resumes at 40, runs 4 more
     state = json.loads((ckpt / "a2v" / "train_state.json").read_text())
     assert state["step"] == 44
@@ -167,27 +117,6 @@ def test_dawn_trains_on_prepared_shards_resumes_and_generates(dataset, tmp_path,
     assert not (tmp_path / "x.mp4").exists()
 
 
-def test_a2v_positions_are_relative_rope_not_absolute():
-    """With RoPE and local windows an output frame depends only on its neighbourhood, never on
-    where the clip sits in time: a clip alone and the same frames inside a longer sequence give
-    the same outputs away from the edges."""
-    torch.manual_seed(0)
-    model = A2VFDM(A2VConfig.debug(window=2)).eval()
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.05)
-    n, a, b = 60, 17, 47
-    x, audio = torch.randn(1, n, 3, 8, 8), torch.randn(1, n, 16)
-    pose, blink = torch.randn(1, n, 6), torch.randn(1, n, 2)
-    cond = (torch.randn(1, 64, 8, 8), torch.rand(1, 1, 8, 8))
-    t = torch.tensor([100])
-    with torch.no_grad():
-        long = model(x, t, *cond, audio, pose, blink)
-        short = model(x[:, a:b], t, *cond, audio[:, a:b], pose[:, a:b], blink[:, a:b])
-    r = model.receptive_frames + model.config.audio_k
-    assert b - a > 2 * r
-    assert torch.allclose(long[:, a + r:b - r], short[:, r:b - a - r], atol=1e-5)
-
-
 # ---- the released architectures (official checkpoints) -------------------------------------------
 
 FIXTURES = ROOT / "tests" / "fixtures" / "dawn"
@@ -195,11 +124,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "dawn"
 
 @pytest.fixture(autouse=True)
 def _one_thread(request):
-    """The released-architecture tests run many tiny ops: one thread (no oversubscription on a
-    loaded 2-core machine: 10x faster here)."""
-    if "released" not in request.node.name and "linear" not in request.node.name:
-        yield
-        return
+    """The tests run many tiny ops: one thread (no oversubscription on a loaded 2-core machine:
+    10x faster here)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -396,25 +322,26 @@ def test_generate_cli_runs_the_released_layout_end_to_end(tmp_path, portrait_pat
     assert len(err) == 1 and "weights-only" in err[0] and not (tmp_path / "bad.mp4").exists()
 
 
-@pytest.mark.slow
-def test_released_architecture_trains_through_the_shared_loop_and_generates(dataset, tmp_path, portrait_path,
-                                                                             speech_path):
-    """`train dawn` with "arch": "released": the MRAA LFG and the 3D U-Net learn on prepared shards
-    (validation loss falls) and the checkpoint drives `generate --renderer dawn`."""
-    from talkinghead.cli import main
-    from talkinghead.io.video import video_info
+def test_checkpoints_of_the_removed_architecture_are_refused_in_one_line(tmp_path):
+    from talkinghead.errors import InputError
+    from talkinghead.render.dawn.renderer import load_a2v, load_lfg
 
-    ckpt = tmp_path / "released"
-    for stage in ("lfg", "a2v"):
-        args = ["train", "dawn", "--stage", stage, "--config",
-                str(ROOT / "configs" / "dawn" / f"{stage}.released.debug.json"), "--data", str(dataset),
-                "-o", str(ckpt / stage), "--lfg", str(ckpt / "lfg"), "-q"]
-        assert main(args) == 0
-        log = [json.loads(line) for line in (ckpt / stage / "log.jsonl").read_text().splitlines()]
-        vals = [r["val_loss"] for r in log if "val_loss" in r]
-        assert vals[-1] < 0.8 * vals[0], (stage, vals)
-        assert json.loads((ckpt / stage / "config.json").read_text())["config"]["model"] == f"dawn_{stage}_released"
-    out = tmp_path / "trained_released.mp4"
-    assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o", str(out),
-                 "--renderer", "dawn", "--dawn-checkpoint", str(ckpt), "--dawn-steps", "2", "-q"]) == 0
-    assert video_info(out).num_frames == 100
+    for stage, load in (("lfg", load_lfg), ("a2v", load_a2v)):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / "config.json").write_text(json.dumps({"config": {"model": f"dawn_{stage}"}}))
+        with pytest.raises(InputError, match="earlier architecture"):
+            load(tmp_path / stage)
+    with pytest.raises(InputError, match="one architecture"):
+        from talkinghead.training.dawn_tasks import train_dawn
+
+        (tmp_path / "old.json").write_text(json.dumps({"model": {"arch": "ours"}}))
+        train_dawn("lfg", tmp_path / "old.json", str(tmp_path), tmp_path / "out")
+
+
+def test_the_dawn_renderer_imports_nothing_from_training():
+    """render/ never imports training/ (the layering rule; training imports render), not even
+    inside a function."""
+    sources = sorted((ROOT / "talkinghead" / "render" / "dawn").glob("*.py"))
+    assert len(sources) >= 6
+    for f in sources:
+        assert "talkinghead.training" not in f.read_text(), f.name

