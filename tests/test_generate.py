@@ -172,7 +172,7 @@ def test_streamed_generate_renders_the_pipelines_motion_and_worker_errors_reach_
     assert np.array_equal(out.motion.blendshapes, ref.blendshapes) and np.array_equal(out.motion.rotation, ref.rotation)
     assert out.timings["total"] > 0 and out.timings["features_cpu"] > 0 and out.timings["motion_cpu"] > 0
 
-    def broken(clip, controls, timings):
+    def broken(clip, controls, timings, **kw):
         yield ref[:30]
         raise RuntimeError("worker broke")
 

@@ -180,10 +180,11 @@ class GeneratePipeline:
         motion = motion.scaled(cfg.expression_scale, cfg.pose_scale)
         return still(motion) if cfg.still else motion
 
-    def motion_chunks(self, clip: AudioClip, controls: MotionControls, timings: dict[str, float]
-                      ) -> Iterator[Motion]:
+    def motion_chunks(self, clip: AudioClip, controls: MotionControls, timings: dict[str, float],
+                      finish: bool = True) -> Iterator[Motion]:
         """`motion`, chunk by chunk as the features arrive (concatenated, the same up to rounding:
-        FD2TalkMotion.stream). Worker seconds (wall and thread CPU) go to timings."""
+        FD2TalkMotion.stream). Worker seconds (wall and thread CPU) go to timings. Without
+        `finish`: the motion model's chunks, for the caller to `_finish` (gate, references...)."""
         cfg = self.config
         if clip.sample_rate != SAMPLE_RATE:
             raise InputError(f"features need {SAMPLE_RATE} Hz audio, got {clip.sample_rate} Hz")
@@ -192,8 +193,8 @@ class GeneratePipeline:
         for k in ("features", "motion", "features_cpu", "motion_cpu"):
             timings[k] = 0.0
         t0, c0 = time.perf_counter(), time.thread_time()
-        gate = speech_gate(samples, total, cfg.fps) if cfg.gate else None
-        refs = references(total, cfg.fps, cfg.ref_pose, cfg.ref_blink)
+        gate = speech_gate(samples, total, cfg.fps) if finish and cfg.gate else None
+        refs = references(total, cfg.fps, cfg.ref_pose, cfg.ref_blink) if finish else None
 
         def features() -> Iterator[np.ndarray]:
             chunks = self.extractor.frame_chunks(samples, cfg.fps, total)  # no second mono copy
@@ -208,7 +209,7 @@ class GeneratePipeline:
 
         start = 0
         for m in self.motion_model.stream(features(), total, cfg.fps, controls):
-            m = self._finish(m, gate, refs, start)
+            m = self._finish(m, gate, refs, start) if finish else m
             start += len(m)
             timings["motion"] = time.perf_counter() - t0 - timings["features"]
             timings["motion_cpu"] = time.thread_time() - c0 - timings["features_cpu"]
@@ -243,7 +244,10 @@ class GeneratePipeline:
                   progress: bool, timings: dict[str, float], t0: float) -> GenerateOutput:
         """Geometric renderer: features and motion computed chunk by chunk in a worker thread
         (from the start, alongside the portrait's analysis), each chunk rendered and encoded as
-        soon as it exists. Torch runs one thread meanwhile: render and encode have the cores."""
+        soon as it exists. Torch runs one thread meanwhile: render and encode have the cores.
+        The speech gate and references are computed here after the portrait, while the worker
+        samples the first chunk (the gate's scipy import was 0.19 CPU s on the worker's path to
+        the first frame; the portrait's analysis has imported scipy by then)."""
         from threadpoolctl import threadpool_limits
         from tqdm import tqdm
 
@@ -252,14 +256,19 @@ class GeneratePipeline:
         # one BLAS thread too: the calibration's TPS solves spun two OpenBLAS threads against the
         # worker (the sample's analysis took 1.3 CPU s at load 19, 0.2-0.7 with one thread)
         with torch_threads(1), threadpool_limits(1):
-            chunks = Background(self.motion_chunks(clip, controls, timings), depth=2, name="talkinghead-motion")
+            chunks = Background(self.motion_chunks(clip, controls, timings, finish=False), depth=2,
+                                name="talkinghead-motion")
             try:
                 portrait, state = self._portrait(image)
                 timings["portrait"] = time.perf_counter() - t0
+                samples = clip.samples[0] if clip.samples.shape[0] == 1 else clip.mono()
+                gate = speech_gate(samples, total, cfg.fps) if cfg.gate else None
+                refs = references(total, cfg.fps, cfg.ref_pose, cfg.ref_blink)
                 t3 = time.perf_counter()
 
                 def frames() -> Iterator[np.ndarray]:
                     for m in chunks:
+                        m = self._finish(m, gate, refs, sum(map(len, parts)))
                         parts.append(m)
                         yield from (self.renderer.render(state, m[i]) for i in range(len(m)))
 
