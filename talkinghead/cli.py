@@ -75,6 +75,7 @@ def _generate(a: argparse.Namespace) -> None:
                          ref_blink=a.ref_blink, gate=not a.no_gate, renderer=a.renderer,
                          dawn_checkpoint=a.dawn_checkpoints or a.dawn_checkpoint, dawn_steps=a.dawn_steps,
                          sadtalker_checkpoints=a.sadtalker_checkpoints,
+                         sadtalker_pose_style=a.sadtalker_pose_style,
                          renderer_checkpoint=a.renderer_checkpoint, prompt=a.prompt,
                          prompt_checkpoint=a.prompt_checkpoint, prompt_guidance=a.prompt_guidance)
     controls = MotionControls(seed=a.seed, steps=a.steps, pose_style=a.pose_style,
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sadtalker-checkpoints", metavar="DIR",
                    help="SadTalker's released checkpoints folder (SadTalker_V0.0.2_256.safetensors, "
                         "mapping_00109-model.pth.tar, ...)")
+    g.add_argument("--sadtalker-pose-style", metavar="N", type=int,
+                   help="head pose from SadTalker's released PoseVAE, style N of 0..45 (default: "
+                        "from the motion model)")
     g.add_argument("--renderer-checkpoint", metavar="DIR",
                    help="checkpoint of a latent diffusion renderer (difftalk, fd2talk): DIR/vae and DIR/unet")
     g.add_argument("-q", "--quiet", action="store_true")

@@ -136,7 +136,8 @@ def test_whole_face_render_at_256_matches_official():
 
 def _write_checkpoints(root: Path) -> Path:
     """Random weights in the official layout: SadTalker_V0.0.2_256.safetensors (prefixed groups,
-    plus an audio2pose tensor we do not use) and mapping_00229-model.pth.tar ({'mapping': ...})."""
+    the PoseVAE's `audio2pose.*` with a training-only discriminator tensor) and
+    mapping_00229-model.pth.tar ({'mapping': ...})."""
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,10 @@ def _write_checkpoints(root: Path) -> Path:
     for i, (name, module) in enumerate(groups.items()):
         state = random_state(module.state_dict(), 50 + i, lambda k: k.endswith(KEEP_BUFFERS))
         flat.update({f"{name}.{k}": v.contiguous() for k, v in state.items()})
-    flat["audio2pose.audio_encoder.fc.weight"] = torch.zeros(2, 2)
+    from talkinghead.render.sadtalker.posevae import PoseVAE
+
+    flat.update({f"audio2pose.{k}": v.contiguous() for k, v in random_state(PoseVAE().state_dict(), 70).items()})
+    flat["audio2pose.netD_motion.seq.0.weight"] = torch.zeros(2, 2)
     save_file(flat, str(root / "SadTalker_V0.0.2_256.safetensors"))
     torch.save({"mapping": random_state(MappingNet().state_dict(), 60), "epoch": 229},
                root / "mapping_00229-model.pth.tar")
@@ -255,11 +259,46 @@ def test_generate_with_sadtalker_checkpoints_end_to_end(checkpoints, tmp_path, p
     assert diff[y0 + q: y1 - q, x0 + q: x1 - q].mean() > 20           # the face was re-rendered
 
 
+@pytest.mark.slow
+def test_released_posevae_drives_head_pose_with_a_style(checkpoints, speech_path, portrait, portrait_face):
+    """`--sadtalker-pose-style N`: the MappingNet's angles and translation come from the released
+    PoseVAE (random weights, official layout), its mel windows built 32 frames at a time equal to
+    the whole clip's at once; expression and the still params are unchanged."""
+    from talkinghead.audio.features import wav2lip_mel, windowed
+    from talkinghead.io.audio import read_audio
+    from talkinghead.render.base import RenderInputs
+    from talkinghead.render.sadtalker.renderer import SadTalkerRenderer
+    from talkinghead.types import Motion
+
+    n = 45                                                  # 1 + 32 + 12: one whole clip and a remainder
+    clip = read_audio(speech_path)
+    motion = Motion(np.zeros((n, 52)), np.zeros((n, 3)), np.zeros((n, 3)), np.zeros(n), np.zeros((n, 2)),
+                    relative=True)
+    styled = SadTalkerRenderer(checkpoints, pose_style=3)
+    src = styled.prepare(portrait, portrait_face)
+    target = styled.target_coefficients(src, motion, RenderInputs(clip, 25.0, seed=4))
+    mel = windowed(wav2lip_mel, clip.mono(), 80.0, 30.0, 0.1)
+    whole = torch.from_numpy(mel_windows(mel, n))[None, :, None]                   # (1, n, 1, 80, 16)
+    ref = torch.from_numpy(src.semantics[None, 64:70])
+    pose = styled.models.audio2pose.generate(whole, ref, 3, torch.Generator().manual_seed(4))[0]
+    assert target.shape == (n, 70)
+    assert np.abs(target[:, 64:70] - pose.numpy()).max() < 1e-5
+    assert np.allclose(target[0, 64:70], src.semantics[64:70]) and target[1:, 64:70].std(0).min() > 0
+    other = styled.models.head_pose(clip, 25.0, n, src.semantics[64:70], 7, 4)
+    assert np.abs(other[1:] - target[1:, 64:70]).max() > 1e-3                      # the style matters
+    styled.pose_style = None                                # the default: pose from the (still) Motion
+    assert np.allclose(styled.target_coefficients(src, motion, RenderInputs(clip, 25.0))[:, 64:70],
+                       src.semantics[64:70], atol=1e-6)
+    with pytest.raises(InputError, match=r"^--sadtalker-pose-style must be 0..45, got 46$"):
+        SadTalkerRenderer(checkpoints, pose_style=46)
+
+
 # --- training the face render through the shared loop (training/sadtalker_tasks.py) ---
 
 def _synthetic_shards(root: Path, videos: int = 3, frames: int = 40, size: int = 32) -> Path:
     """A prepared dataset whose frames are a function of the coefficients: a dark mouth bar
     whose height follows jawOpen, shifted sideways by the yaw."""
+    from talkinghead.data.prepare import LIP_BIT
     from talkinghead.types import BS, Motion
 
     rng = np.random.default_rng(0)
@@ -271,13 +310,15 @@ def _synthetic_shards(root: Path, videos: int = 3, frames: int = 40, size: int =
         bs[:, BS["jawOpen"]] = jaw
         img = np.full((frames, size, size, 3), 170, np.uint8)
         img[:, size // 4: size // 2, size // 4: 3 * size // 4] = 210                      # "eyes" band
+        masks = np.zeros((frames, size, size), np.uint8)
         for t in range(frames):
             x0 = size // 3 + int(round(yaw[t] / 5))
             img[t, size // 2 + 2: size // 2 + 3 + int(jaw[t] * size / 4), x0: x0 + size // 3] = 40
+            masks[t, size // 2 + 2, x0: x0 + size // 3] = LIP_BIT                       # the bar's top edge
         d = root / "shards" / f"v{v}"
         d.mkdir(parents=True)
         np.save(d / "frames.npy", img + rng.integers(0, 3, img.shape, dtype=np.uint8))
-        np.save(d / "masks.npy", np.zeros((frames, size, size), np.uint8))
+        np.save(d / "masks.npy", masks)
         np.save(d / "features.npy", np.zeros((frames, 4), np.float16))
         Motion(bs, np.stack([yaw, np.zeros(frames), np.zeros(frames)], 1), np.tile([0, 0, -40.0], (frames, 1)),
                np.full(frames, 0.3), np.full((frames, 2), 0.3)).save(d / "motion.npz")
@@ -294,6 +335,22 @@ def test_keypoint_prior_is_face_vid2vids():
     assert float(keypoint_prior(far)) == pytest.approx(0.0, abs=1e-6)
     near = torch.tensor([[[0.0, 0, 0.0], [0.1, 0, 0.0]]])      # |d|^2 = 0.01 < 0.1, depth 0 vs 0.33
     assert float(keypoint_prior(near)) == pytest.approx(2 * 0.09 + 0.33, abs=1e-5)
+
+
+def test_mouth_loss_reads_only_the_dilated_lips():
+    from talkinghead.training.sadtalker_tasks import mouth_loss
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    lips = torch.zeros(2, 1, 32, 32)
+    lips[:, :, 20:22, 12:20] = 1                                   # dilated by 2 px: rows 18..23, cols 10..21
+    inside = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    inside[:, :, 18:24, 10:22] = True
+    expected = (pred - target).abs().masked_select(inside.expand(-1, 3, -1, -1)).mean()
+    assert float(mouth_loss(pred, target, lips)) == pytest.approx(float(expected), rel=1e-5)
+    changed = torch.where(inside, pred, torch.rand(2, 3, 32, 32, generator=g))
+    assert float(mouth_loss(changed, target, lips)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(mouth_loss(pred, target, torch.zeros_like(lips))) == 0.0      # no lips: no term
 
 
 @pytest.mark.slow
@@ -323,6 +380,10 @@ def test_face_render_trains_resumes_and_generates(tmp_path, portrait_path, speec
     assert info.num_frames == 100 and (info.width, info.height) == (512, 512)
     frames = np.stack(list(iter_frames(out))).astype(np.float32)
     assert np.abs(frames[1:] - frames[:-1]).mean() > 0                     # the face moves
+    assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o",
+                 str(tmp_path / "y.mp4"), "--renderer", "sadtalker", "--sadtalker-checkpoints", str(ckpt),
+                 "--sadtalker-pose-style", "3", "-q"]) == 2
+    assert "needs SadTalker's released checkpoints (PoseVAE)" in capsys.readouterr().err
     (ckpt / "config.json").write_text(json.dumps({"config": {"model": "dawn_lfg"}}))
     assert main(["generate", "--image", str(portrait_path), "--audio", str(speech_path), "-o",
                  str(tmp_path / "x.mp4"), "--renderer", "sadtalker", "--sadtalker-checkpoints", str(ckpt), "-q"]) == 2

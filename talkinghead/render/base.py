@@ -34,6 +34,7 @@ class RenderOptions:
     geometric: Any = None                # geometric: a RenderConfig (None: its defaults)
     checkpoints: Mapping[str, str | None] = field(default_factory=dict)  # renderer name -> path
     steps: int = 10                      # sampling steps of diffusion renderers (DAWN)
+    pose_style: int | None = None        # sadtalker: the released PoseVAE's style (None: the Motion's pose)
 
     def checkpoint(self, name: str) -> str | None:
         return self.checkpoints.get(name)

@@ -1,6 +1,7 @@
 """SadTalker's inference modules together (sadtalker.txt, Sec. 3): the coefficient regressor,
-ExpNet, MappingNet, keypoint detector and generator, built at the released sizes and filled
-from a checkpoint folder (checkpoint.py). Pure tensor steps; the renderer does the image work.
+ExpNet, MappingNet, keypoint detector and generator (and, when asked, the PoseVAE), built at
+the released sizes and filled from a checkpoint folder (checkpoint.py). Pure tensor steps; the
+renderer does the image work.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from talkinghead.render.sadtalker.face_recon import FaceReconNet, align_for_reco
 from talkinghead.render.sadtalker.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
 from talkinghead.render.sadtalker.keypoints import KPConfig, KPDetector, transform_keypoints
 from talkinghead.render.sadtalker.mapping import MappingConfig, MappingNet
+from talkinghead.render.sadtalker.posevae import PoseVAE, load_posevae
 
 
 def fold_for_inference(module: torch.nn.Module) -> torch.nn.Module:
@@ -39,15 +41,16 @@ class SadTalkerModels:
     face_3drecon: FaceReconNet
     audio2exp: ExpNet
     size: int                                   # 256 or 512
+    audio2pose: PoseVAE | None = None           # loaded by `load(..., pose=True)`
 
     @property
     def coeff_nc(self) -> int:
         return self.mapping.first[0].in_channels
 
     @classmethod
-    def load(cls, directory: str | Path) -> "SadTalkerModels":
+    def load(cls, directory: str | Path, pose: bool = False) -> "SadTalkerModels":
         """The 256 checkpoint if present, else the 512; the crop-mode MappingNet if present,
-        else the still-mode one (73 coefficients)."""
+        else the still-mode one (73 coefficients); pose: the PoseVAE too."""
         root = Path(directory)
         size = 512 if (root / safetensors_name(512)).is_file() and not (root / safetensors_name(256)).is_file() else 256
         still = (root / MAPPING_FILES[True]).is_file() and not (root / MAPPING_FILES[False]).is_file()
@@ -58,6 +61,8 @@ class SadTalkerModels:
                              "face_3drecon": models.face_3drecon, "audio2exp": models.audio2exp},
                      models.mapping)
         fold_for_inference(models.generator.eval())
+        if pose:
+            models.audio2pose = load_posevae(root, size)
         return models
 
     @torch.no_grad()
@@ -91,6 +96,21 @@ class SadTalkerModels:
             b = torch.from_numpy(blink[a:a + chunk].astype(np.float32))[None]
             out[a:a + c] = self.audio2exp(m, r, b)[0].numpy()
         return out
+
+    @torch.no_grad()
+    def head_pose(self, clip, fps: float, n: int, ref: np.ndarray, style: int, seed: int) -> np.ndarray:
+        """(n, 6) PoseVAE head pose (3DMM angles, translation) from rho_0 = `ref` (6,), for style
+        0..45; the mel windows are built 32 frames at a time, z drawn from `seed`."""
+        from talkinghead.audio.features import wav2lip_mel, windowed
+
+        mel = windowed(wav2lip_mel, clip.mono(), 80.0, 30.0, 0.1)      # (F, 80), 30 s at a time
+
+        def windows(a: int, b: int) -> torch.Tensor:
+            return torch.from_numpy(mel_windows(mel, np.arange(a, b), fps))[None, :, None]  # (1, b-a, 1, 80, 16)
+
+        r = torch.from_numpy(ref.astype(np.float32))[None]
+        g = torch.Generator().manual_seed(seed)
+        return self.audio2pose.generate_from(windows, n, r, style, g)[0].numpy()
 
     @torch.no_grad()
     def render(self, canonical: torch.Tensor, kp_source: torch.Tensor, volume: torch.Tensor,

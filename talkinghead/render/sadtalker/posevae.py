@@ -157,8 +157,18 @@ class PoseVAE(nn.Module):
         is rho_0; the rest is decoded per 32 frames (the last clip is the final 32 frames' audio,
         padded at its start when shorter, of which the remainder is kept), as SadTalker's
         `Audio2Pose.test`. z is drawn from `generator` (the global RNG when None)."""
-        n, s = mels.shape[1] - 1, self.config.seq_len
-        used = mels[:, 1:]                                                # frame 0 is the reference
+        return self.generate_from(lambda a, b: mels[:, a:b], mels.shape[1], ref, style, generator)
+
+    @torch.no_grad()
+    def generate_from(self, windows, frames: int, ref: torch.Tensor, style: int,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """`generate` with the mel windows of frames a..b-1 given by `windows(a, b)` ((1, b - a,
+        1, 80, 16)), so that a long clip's windows are built 32 frames at a time."""
+        from talkinghead.errors import InputError
+
+        n, s = frames - 1, self.config.seq_len                           # frame 0 is the reference
+        if not 0 <= style < self.config.num_classes:
+            raise InputError(f"SadTalker's pose style must be 0..{self.config.num_classes - 1}, got {style}")
         style_t = torch.tensor([style], device=ref.device)
         parts = [torch.zeros(1, 1, 6, dtype=ref.dtype, device=ref.device)]
 
@@ -170,9 +180,9 @@ class PoseVAE(nn.Module):
             return self.netG.decoder(z, style_t, ref, emb)
 
         for i in range(n // s):
-            parts.append(clip(used[:, i * s:(i + 1) * s]))
+            parts.append(clip(windows(1 + i * s, 1 + (i + 1) * s)))
         if n % s:
-            parts.append(clip(used[:, -s:])[:, -(n % s):])
+            parts.append(clip(windows(max(1, frames - s), frames))[:, -(n % s):])
         return ref[:, None] + torch.cat(parts, 1)
 
 

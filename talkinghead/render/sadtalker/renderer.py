@@ -7,7 +7,8 @@
    feature volume, all computed ONCE (the official code re-encodes the source every frame).
 2. frames: expression from the released ExpNet (audio mel windows, the source's expression,
    blinks from the Motion); head pose = source angles + the Motion's rotation deltas (our motion
-   model stands in for PoseVAE); per frame, a 27-frame coefficient window -> MappingNet ->
+   model stands in for PoseVAE), or, with a pose style (0..45, `--sadtalker-pose-style`), the
+   released PoseVAE's angles and translation from the audio; per frame, a 27-frame coefficient window -> MappingNet ->
    driving keypoints -> occlusion-aware SPADE generator; pasted back with a feathered edge.
 Memory is bounded in the audio's length: coefficients are (T, 70) floats, frames stream.
 """
@@ -72,11 +73,16 @@ class SadTalkerRenderer:
     name = "sadtalker"
     crops_itself = True
 
-    def __init__(self, checkpoints: str | Path, mode: str = "full", crop_size: int = 512) -> None:
+    def __init__(self, checkpoints: str | Path, mode: str = "full", crop_size: int = 512,
+                 pose_style: int | None = None) -> None:
         from talkinghead.render.sadtalker.model import SadTalkerModels
+        from talkinghead.render.sadtalker.posevae import PoseVAEConfig
 
-        self.models = SadTalkerModels.load(checkpoints)
-        self.mode, self.crop_size = mode, crop_size
+        styles = PoseVAEConfig().num_classes
+        if pose_style is not None and not 0 <= pose_style < styles:
+            raise InputError(f"--sadtalker-pose-style must be 0..{styles - 1}, got {pose_style}")
+        self.models = SadTalkerModels.load(checkpoints, pose=pose_style is not None)
+        self.mode, self.crop_size, self.pose_style = mode, crop_size, pose_style
 
     @classmethod
     def from_options(cls, options: RenderOptions):
@@ -88,8 +94,11 @@ class SadTalkerRenderer:
         if (Path(root) / "config.json").is_file():
             from talkinghead.render.sadtalker.trained import TrainedSadTalkerRenderer
 
+            if options.pose_style is not None:
+                raise InputError("--sadtalker-pose-style needs SadTalker's released checkpoints (PoseVAE); "
+                                 "a render trained here takes head pose from the motion model")
             return TrainedSadTalkerRenderer(root, options.mode, options.crop_size)
-        return cls(root, options.mode, options.crop_size)
+        return cls(root, options.mode, options.crop_size, options.pose_style)
 
     @torch.no_grad()
     def prepare(self, image: np.ndarray, face: FaceAnalysis, landmarker=None) -> SadTalkerSource:
@@ -110,7 +119,8 @@ class SadTalkerRenderer:
 
     def target_coefficients(self, src: SadTalkerSource, motion: Motion, inputs: RenderInputs) -> np.ndarray:
         """(T, C) MappingNet inputs: ExpNet expression, source angles + Motion rotation deltas
-        (degrees -> radians, 3DMM order pitch, yaw, roll), source translation."""
+        (degrees -> radians, 3DMM order pitch, yaw, roll) and source translation, or, with a
+        pose style, the PoseVAE's angles and translation."""
         if inputs.clip is None:
             raise InputError("the SadTalker renderer is driven by audio; give it the speech")
         if not motion.relative:
@@ -118,9 +128,14 @@ class SadTalkerRenderer:
         n = len(motion)
         blink = np.clip(motion.blendshapes[:, [BS["eyeBlinkLeft"], BS["eyeBlinkRight"]]].mean(1), 0, 1)
         exp = self.models.expression(inputs.clip, inputs.fps, n, src.semantics[:64], blink, EXP_CHUNK)
-        angles = src.semantics[64:67] + np.radians(motion.rotation[:, [1, 0, 2]])
-        rest = np.repeat(src.semantics[None, 67:], n, 0)
-        return np.concatenate([exp, angles, rest], 1).astype(np.float32)
+        if self.pose_style is not None:
+            pose = self.models.head_pose(inputs.clip, inputs.fps, n, src.semantics[64:70], self.pose_style,
+                                         inputs.seed)                  # (n, 6) angles, translation
+        else:
+            angles = src.semantics[64:67] + np.radians(motion.rotation[:, [1, 0, 2]])
+            pose = np.concatenate([angles, np.repeat(src.semantics[None, 67:70], n, 0)], 1)
+        rest = np.repeat(src.semantics[None, 70:], n, 0)               # still mode's crop params
+        return np.concatenate([exp, pose, rest], 1).astype(np.float32)
 
     @torch.no_grad()
     def frames(self, src: SadTalkerSource, motion: Motion, inputs: RenderInputs) -> Iterator[np.ndarray]:
