@@ -325,6 +325,8 @@ class _AudioTrack:
         self.rate = spec.audio_rate or self.rate
         self.stream = container.add_stream(spec.audio, rate=self.rate, layout=layout)
         self.stream.bit_rate = 128000
+        if spec.audio == "aac":  # 12 s of speech: 0.0113 -> 0.0043 CPU s per s, SNR 40.5 -> 39.1 dB
+            self.stream.options = {"aac_coder": "fast"}
         self.fmt = spec.sample_fmt
         self.frames = iter_audio(source, self.rate, layout, spec.sample_fmt,
                                  frame_size=spec.audio_frame)
