@@ -281,3 +281,40 @@ def test_face_model_loads_without_mediapipe_drawing_or_audio_modules():
             "mp.tasks.audio.AudioClassifier.__name__, 'matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[:2] == ["", "DrawingSpec AudioClassifier True"], out.stdout
+
+
+def test_cached_face_readings_equal_the_face_models_and_skip_it(tmp_path, monkeypatch, portrait_path):
+    """CachedLandmarker: the first look runs the face model and stores its readings; the second
+    returns the same arrays without loading it; a damaged entry is read again; "off" stores
+    nothing."""
+    from talkinghead.face.landmarker import CachedLandmarker, FaceLandmarker
+    from talkinghead.io.image import read_image
+
+    image = read_image(portrait_path)
+    monkeypatch.setenv("TALKINGHEAD_FACE_CACHE", str(tmp_path / "faces"))
+    with FaceLandmarker() as lm:
+        ref = lm.detect(image)
+    with CachedLandmarker() as lm:
+        first = lm.detect(image)
+        assert lm._task is not None
+    files = list((tmp_path / "faces").glob("*.npz"))
+    assert len(files) == 1 and len(ref) == len(first) == 1
+    with CachedLandmarker() as lm:
+        again = lm.detect(image)
+        assert lm._task is None                      # the face model never loaded
+        assert lm.detect(image[::-1].copy()) and lm._task is not None  # another image: a miss
+    for a, b in ((ref[0], first[0]), (ref[0], again[0])):
+        assert np.array_equal(a.landmarks, b.landmarks) and np.array_equal(a.blendshapes, b.blendshapes)
+        assert np.array_equal(a.matrix, b.matrix) and a.image_size == b.image_size and a.num_faces == b.num_faces
+    files[0].write_bytes(b"damaged")
+    with CachedLandmarker() as lm:
+        assert np.array_equal(lm.detect(image)[0].landmarks, ref[0].landmarks)
+    monkeypatch.setenv("TALKINGHEAD_FACE_CACHE", "off")
+    with CachedLandmarker() as lm:
+        assert lm.directory is None and np.array_equal(lm.detect(image)[0].landmarks, ref[0].landmarks)
+    blank = np.full((200, 200, 3), 127, np.uint8)    # no face: cached as none
+    monkeypatch.setenv("TALKINGHEAD_FACE_CACHE", str(tmp_path / "faces"))
+    with CachedLandmarker() as lm:
+        assert lm.detect(blank) == []
+    with CachedLandmarker() as lm:
+        assert lm.detect(blank) == [] and lm._task is None

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -182,6 +183,64 @@ class FaceLandmarker:
             f.num_faces = len(found)
         found.sort(key=lambda f: f.size, reverse=True)
         return found
+
+
+class CachedLandmarker(FaceLandmarker):
+    """An IMAGE-mode FaceLandmarker whose detections are kept on disk, keyed by the image's
+    pixels, the face model file and the options (sha256): a portrait seen before is analysed
+    (and the renderer calibrated on it) without loading MediaPipe at all. The face model loads
+    on the first image not in the cache. `TALKINGHEAD_FACE_CACHE`: the folder (default
+    <cache dir>/faces), or "off"."""
+
+    VERSION = b"faces-1"
+
+    def __init__(self, max_faces: int = 4, min_confidence: float = 0.5) -> None:
+        from talkinghead.assets import asset_path, cache_dir
+
+        self._task, self.video = None, False
+        self._options = (max_faces, min_confidence)
+        where = os.environ.get("TALKINGHEAD_FACE_CACHE", "")
+        self.directory = None if where.lower() == "off" else Path(where or cache_dir() / "faces")
+        self._model = None
+        self._asset = asset_path("face_landmarker.task")
+
+    def _key(self, image: np.ndarray) -> str:
+        import hashlib
+
+        if self._model is None:
+            self._model = hashlib.sha256(self._asset.read_bytes()).digest()
+        h = hashlib.sha256(self.VERSION + self._model + repr((self._options, image.shape, str(image.dtype))).encode())
+        h.update(np.ascontiguousarray(image).data)
+        return h.hexdigest()
+
+    def detect(self, image: np.ndarray, timestamp_ms: int | None = None) -> list[FaceAnalysis]:
+        if self.directory is None:
+            return self._detect(image)
+        path = self.directory / f"{self._key(image)}.npz"
+        try:
+            with np.load(path) as z:
+                return [FaceAnalysis(z["landmarks"][i], z["blendshapes"][i], z["matrices"][i],
+                                     tuple(int(v) for v in z["size"]), int(z["num_faces"]))
+                        for i in range(len(z["landmarks"]))]
+        except (OSError, KeyError, ValueError):
+            pass  # not cached yet, or unreadable: detect (again)
+        faces = self._detect(image)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+            np.savez(tmp, landmarks=np.array([f.landmarks for f in faces], np.float32).reshape(-1, 478, 3),
+                     blendshapes=np.array([f.blendshapes for f in faces], np.float32).reshape(len(faces), 52),
+                     matrices=np.array([f.matrix for f in faces], np.float32).reshape(-1, 4, 4),
+                     size=np.array(image.shape[:2]), num_faces=len(faces))
+            tmp.replace(path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+        return faces
+
+    def _detect(self, image: np.ndarray) -> list[FaceAnalysis]:
+        if self._task is None:
+            FaceLandmarker.__init__(self, False, *self._options)
+        return FaceLandmarker.detect(self, image)
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

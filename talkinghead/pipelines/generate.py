@@ -20,7 +20,7 @@ import numpy as np
 
 from talkinghead.errors import InputError
 from talkinghead.face.canvas import MAX_SIZE
-from talkinghead.face.landmarker import FaceLandmarker
+from talkinghead.face.landmarker import CachedLandmarker
 from talkinghead.io.audio import read_audio
 from talkinghead.io.video import Background, check_video_output, write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
@@ -233,9 +233,11 @@ class GeneratePipeline:
         return self._streamed(image, clip, audio, output, controls, progress, timings, t0)
 
     def _portrait(self, image: str | Path) -> tuple[Portrait, object]:
-        """Analyse the portrait (and calibrate the renderer's response to it)."""
+        """Analyse the portrait (and calibrate the renderer's response to it). The face model's
+        readings are cached by image content (CachedLandmarker): a portrait seen before needs
+        no MediaPipe."""
         cfg = self.config
-        with FaceLandmarker() as landmarker:
+        with CachedLandmarker() as landmarker:
             mode = "full" if self.renderer.crops_itself else cfg.mode
             portrait = load_portrait(image, landmarker, mode, cfg.crop_size, cfg.max_size)
             return portrait, self.renderer.prepare(portrait.image, portrait.face, landmarker)
@@ -266,11 +268,16 @@ class GeneratePipeline:
                 refs = references(total, cfg.fps, cfg.ref_pose, cfg.ref_blink)
                 t3 = time.perf_counter()
 
-                def frames() -> Iterator[np.ndarray]:
+                def frames() -> Iterator[np.ndarray]:  # runs in write_video's frame thread
+                    timings["render_cpu"] = 0.0
                     for m in chunks:
                         m = self._finish(m, gate, refs, sum(map(len, parts)))
                         parts.append(m)
-                        yield from (self.renderer.render(state, m[i]) for i in range(len(m)))
+                        for i in range(len(m)):
+                            c = time.thread_time()
+                            frame = self.renderer.render(state, m[i])
+                            timings["render_cpu"] += time.thread_time() - c
+                            yield frame
 
                 bar = tqdm(frames(), total=total, disable=None if progress else True,
                            desc="rendering", unit="frame", leave=False)
