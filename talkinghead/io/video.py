@@ -168,12 +168,12 @@ class _Pal8:
 # 38.6 / 38.2, near the 38 dB floor), 1.3x the bytes of CRF 18. superfast at CRF 18 reaches
 # 40.3 dB for the same CPU but 2.6x the bytes, and without mbtree its P-frames keep refining a
 # still image (first vs last frame of a still video differ by 1.35 levels, veryfast 0.06).
-# On top of veryfast: diamond motion search and one subpixel refinement pass (x264's superfast
-# search, veryfast's mbtree kept): write_video's CPU per second of 512x512 video 0.081 -> 0.065
-# (3 runs each, real rendered frames), 1.07x the bytes, PSNR 39.43 -> 39.40 dB mean, 39.10 ->
-# 39.08 min. A talking head's motion is small and local: the wider hexagon search found little.
+# Tried on top of veryfast: diamond motion search and one subpixel pass ("me=dia:subme=1"):
+# write_video's CPU per second of 512x512 video 0.081 -> 0.065, PSNR 39.43 -> 39.40 dB, but the
+# drive round trip's jawOpen r fell 0.813 -> 0.795 (under its 0.8 bar), so veryfast's own search
+# stays. X264_PARAMS takes x264's option string where a use wants it.
 X264_PRESET = "veryfast"
-X264_PARAMS = "me=dia:subme=1"
+X264_PARAMS = ""
 X264_CRF = 16
 PREFETCH = 4          # frames rendered ahead of the encoder
 # BT.601 limited range (what swscale does by default; the stream is tagged so): rows Y, U, V
@@ -301,8 +301,8 @@ def _tag_bt601(vstream) -> None:
 def _video_options(spec: Container, crf: int | None) -> dict[str, str]:
     """Encoder settings: x264's CRF; VP9 in constant quality at real-time speed."""
     if spec.video == "libx264":
-        return {"crf": str(X264_CRF if crf is None else crf), "preset": X264_PRESET,
-                "x264-params": X264_PARAMS}
+        options = {"crf": str(X264_CRF if crf is None else crf), "preset": X264_PRESET}
+        return {**options, "x264-params": X264_PARAMS} if X264_PARAMS else options
     crf = 18 if crf is None else crf
     if spec.video == "libvpx-vp9":
         return {"crf": str(crf + 12), "b": "0", "deadline": "realtime", "cpu-used": "8",
