@@ -10,8 +10,8 @@ and its Motion only, so it cannot accumulate its own errors). Each renders `--mi
 bundled portrait driven by FD2Talk's Motion of real speech (ARCTIC a0007 + the ALSA clips,
 ping-ponged), 4 DDIM steps. Judged per frame of the output crop (64 px, upscaled to 256): the dlib
 128-d identity distance to the portrait's own crop at the portrait's face box (every
-`--judge-every`-th frame: dlib costs ~0.1 CPU s a frame), and the mean CIE Lab colour of that box
-(every frame).
+`--judge-every`-th frame, default 10: dlib costs ~0.1 CPU s a frame), and the mean CIE Lab colour
+of that box (every frame).
 
 Bounds, set before the first 2-minute run (reasons in docs/hallo2.md, "Drift"):
 * identity: Hallo2's mean dlib distance in the last minute exceeds the first minute's by at most
@@ -21,12 +21,14 @@ Bounds, set before the first 2-minute run (reasons in docs/hallo2.md, "Drift"):
   at most LAB_DRIFT_MAX = 2.3 (one just-noticeable difference), and at most LAB_VS_BASELINE = 1.0
   more than the baseline's.
 
-CPU budget (one torch thread, bounded by process CPU time, not wall time): VAE 7 min + UNet 14 min
-of training (profiled: ~1 CPU s per VAE step, ~0.5 per UNet step, batch 8), then ~3.5 min per
-2-minute rendering + judging (0.07 CPU s a frame); about 32 CPU minutes in all.
+CPU budget (one torch thread, bounded by process CPU time, not wall time): VAE 4 min + UNet 7 min
+of training (profiled: ~0.9 CPU s per VAE step, ~0.5 per UNet step, batch 8), then ~3 min per
+2-minute rendering + judging (~0.06 CPU s a frame); about 20 CPU minutes in all. (The recorded
+run: the VAE stopped at its step-250 save, 3.7 CPU min, passed as --vae; the machine's load
+left ~25% of a core to it, so the wall time, not the CPU budget, set these sizes.)
 
-    python bench/bench_drift.py [--minutes 2] [--vae-cpu-minutes 7] [--unet-cpu-minutes 14]
-        [--steps 4] [--judge-every 5] [--device cpu|cuda] [--data PREPARED] [--vae VAE_CKPT] [--reuse]
+    python bench/bench_drift.py [--minutes 2] [--vae-cpu-minutes 4] [--unet-cpu-minutes 7]
+        [--steps 4] [--judge-every 10] [--device cpu|cuda] [--data PREPARED] [--vae VAE_CKPT] [--reuse]
 Results: bench/results/drift.json, docs/hallo2_drift.png (--figure). Without --data it reuses
 bench_ldm.py's prepared clips of the bundled portrait (outputs/ldm_check/prep/p0) or makes them.
 """
@@ -88,6 +90,12 @@ def _train(work: Path, data: Path, vae: str | None, config: Path, a: argparse.Na
     if not vae:
         vae, out["vae"] = _vae(work, data, a.vae_cpu_minutes)
         print("vae", json.dumps(out["vae"]), flush=True)
+    else:                                               # a given VAE: its own record
+        saved = json.loads((Path(vae) / "config.json").read_text())
+        log = [json.loads(x) for x in (Path(vae) / "log.jsonl").read_text().splitlines()]
+        out["vae"] = {"given": str(vae), "steps": saved.get("step"),
+                      "max_cpu_minutes": saved.get("train", {}).get("max_cpu_minutes"),
+                      "val_loss": [(h["step"], round(h["val_loss"], 4)) for h in log if "val_loss" in h]}
     c = time.process_time()
     r = train_hallo2(config, str(data), vae, work / "hallo2" / "unet", max_minutes=0, progress=False,
                      max_cpu_minutes=a.unet_cpu_minutes, motion_drop=0.5)
@@ -196,6 +204,45 @@ def _figures(dist: np.ndarray, lab: np.ndarray, ref_lab: np.ndarray) -> dict:
             "lab_shift_per_minute": [round(to_ref(slice(i, i + int(60 * FPS))), 3) for i in range(0, n, int(60 * FPS))]}
 
 
+def look(ckpt: Path, steps: int, motion, strip: Path | None) -> dict:
+    """The first 10 s both ways, held: do the frames move with the Motion (frame-to-frame change,
+    the mouth region's brightness against jawOpen), and how much do the motion frames change the
+    output (Hallo2 vs baseline, same noise)? A strip of frames (portrait crop, then every 1.6 s)."""
+    import cv2
+    import torch
+
+    from talkinghead.face.landmarker import FaceLandmarker
+    from talkinghead.io.image import read_image
+    from talkinghead.render.ldm.hallo2 import Hallo2Renderer
+    from talkinghead.types import BS
+
+    out, n = {}, int(10 * FPS)
+    image = read_image(PORTRAIT)
+    for name, use in (("hallo2", True), ("baseline", False)):
+        r = Hallo2Renderer(ckpt, steps=steps, mode="crop", crop_size=64)
+        r.model.config.use_motion_frames = use
+        with FaceLandmarker() as lm:
+            src = r.prepare(image, lm.detect(image)[0], lm)
+        with torch.no_grad():
+            out[name] = np.stack([c for z in r.latents(src, motion[:n], None, 0) for c in r.decode(src, z)])
+    ref = ((src.crop[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)   # (64, 64, 3)
+    jaw = motion.blendshapes[:n, BS["jawOpen"]]
+    res = {}
+    for k, v in out.items():
+        f = v.astype(np.float32)
+        mouth = f[:, 40:56, 22:42].mean((1, 2, 3))          # lower middle of the 64 px crop
+        res[k] = {"frame_to_frame_abs_diff": round(float(np.abs(np.diff(f, axis=0)).mean()), 3),
+                  "mouth_brightness_std": round(float(mouth.std()), 3),
+                  "corr_mouth_brightness_jawOpen": round(float(np.corrcoef(mouth, jaw)[0, 1]), 3),
+                  "abs_diff_to_portrait_crop": round(float(np.abs(f - ref).mean()), 3)}
+    res["hallo2_vs_baseline_abs_diff"] = round(float(np.abs(out["hallo2"].astype(np.float32) - out["baseline"]).mean()), 3)
+    if strip:
+        idx = range(0, n, 40)
+        rows = [np.concatenate([ref, *(out[k][i] for i in idx)], 1) for k in ("hallo2", "baseline")]
+        cv2.imwrite(str(strip), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+    return res
+
+
 def verdict(h: dict, b: dict) -> dict:
     """The bounds (set before the run) applied to Hallo2's and the baseline's figures."""
     checks = {
@@ -233,10 +280,10 @@ def figure(result: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=2.0, help="length of the generated video")
-    ap.add_argument("--vae-cpu-minutes", type=float, default=7.0, help="VAE training, process CPU minutes")
-    ap.add_argument("--unet-cpu-minutes", type=float, default=14.0, help="UNet training, process CPU minutes")
+    ap.add_argument("--vae-cpu-minutes", type=float, default=4.0, help="VAE training, process CPU minutes")
+    ap.add_argument("--unet-cpu-minutes", type=float, default=7.0, help="UNet training, process CPU minutes")
     ap.add_argument("--steps", type=int, default=4, help="DDIM steps per frame")
-    ap.add_argument("--judge-every", type=int, default=5, help="dlib on every n-th frame (Lab on all)")
+    ap.add_argument("--judge-every", type=int, default=10, help="dlib on every n-th frame (Lab on all)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", help="a prepared dataset (talkinghead prepare) of talking clips")
     ap.add_argument("--vae", help="a trained VAE checkpoint (skips its training)")
@@ -245,10 +292,18 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="judge the checkpoint already in --work")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "drift.json"))
     ap.add_argument("--figure", default=str(ROOT / "docs" / "hallo2_drift.png"))
+    ap.add_argument("--look-only", action="store_true", help="add the 10 s look to an existing --out")
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
+    strip = Path(a.figure).with_name("hallo2_drift_frames.png") if a.figure else None
+    if a.look_only:
+        result = json.loads(Path(a.out).read_text())
+        result["look"] = look(Path(a.work) / "hallo2", a.steps, _motion(int(10 * FPS)), strip)
+        Path(a.out).write_text(json.dumps(result, indent=1))
+        print(json.dumps(result["look"]))
+        return
     work, c0 = Path(a.work), time.process_time()
     data = _data(work, a.data)
     training = {} if a.reuse else _train(work, data, a.vae, Path(a.config), a)
@@ -263,6 +318,7 @@ def main() -> None:
         result[name] = _render(work / "hallo2", len(motion), a.steps, a.device, motion, use, a.judge_every)
         print(name, json.dumps({k: v for k, v in result[name].items() if "per_" not in k}), flush=True)
     result["verdict"] = verdict(result["hallo2"], result["baseline"])
+    result["look"] = look(work / "hallo2", a.steps, motion, strip)
     result["setup"]["load_average_end"] = os.getloadavg()
     result["cpu_minutes"] = round((time.process_time() - c0) / 60, 2)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
