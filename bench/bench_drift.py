@@ -24,7 +24,7 @@ Bounds, set before the first 2-minute run (reasons in docs/hallo2.md, "Drift"):
 CPU budget (one torch thread, bounded by process CPU time, not wall time): VAE 4 min + UNet 7 min
 of training (profiled: ~0.9 CPU s per VAE step, ~0.5 per UNet step, batch 8), then ~3 min per
 2-minute rendering + judging (~0.06 CPU s a frame); about 20 CPU minutes in all. (The recorded
-run: the VAE stopped at its step-250 save, 3.7 CPU min, passed as --vae; the machine's load
+run: the VAE stopped at its step-250 save, ~4 CPU min, passed as --vae; the machine's load
 left ~25% of a core to it, so the wall time, not the CPU budget, set these sizes.)
 
     python bench/bench_drift.py [--minutes 2] [--vae-cpu-minutes 4] [--unet-cpu-minutes 7]
@@ -235,7 +235,8 @@ def look(ckpt: Path, steps: int, motion, strip: Path | None) -> dict:
                   "mouth_brightness_std": round(float(mouth.std()), 3),
                   "corr_mouth_brightness_jawOpen": round(float(np.corrcoef(mouth, jaw)[0, 1]), 3),
                   "abs_diff_to_portrait_crop": round(float(np.abs(f - ref).mean()), 3)}
-    res["hallo2_vs_baseline_abs_diff"] = round(float(np.abs(out["hallo2"].astype(np.float32) - out["baseline"]).mean()), 3)
+    gap = np.abs(out["hallo2"].astype(np.float32) - out["baseline"]).mean()
+    res["hallo2_vs_baseline_abs_diff"] = round(float(gap), 3)
     if strip:
         idx = range(0, n, 40)
         rows = [np.concatenate([ref, *(out[k][i] for i in idx)], 1) for k in ("hallo2", "baseline")]
