@@ -17,11 +17,12 @@ frames in one generator call). Results: bench/results/sadtalker.json (with the l
 Learning check (`--learn`), like bench_dawn.py's: the face render trained from scratch on CPU
 through the shared loop for a bounded PROCESS CPU time (`--minutes`, one torch thread, so the
 budget does not depend on the load others put on the machine; configs/sadtalker/render.cpu.json,
-64 px), on the
-geometric renderer's talking videos of two real portraits (TTS voices slt/awb/kal16/kal), then
+64 px), on the geometric renderer's talking videos of two real portraits (TTS voices
+slt/awb/kal16/kal), then
 `generate --renderer sadtalker` on held-out clips (flite rms voice), judged on the output video:
 lip r (mouth opening vs the phones' viseme track; goal >= 0.4) and dlib identity distance to
-the portrait (goal <= 0.5). Results: bench/results/sadtalker_learning.json.
+the portrait (goal <= 0.5). Results: bench/results/sadtalker_learning.json; a strip of frames
+(the geometric teacher above ours, two held-out clips) in docs/sadtalker_check.png.
 """
 
 from __future__ import annotations
@@ -199,15 +200,16 @@ def learn(a) -> None:
     print("trained:", res["train"], flush=True)
     pipe = GeneratePipeline(GenerateConfig(renderer="sadtalker", sadtalker_checkpoints=str(ckpt)))
     rows = []
-    for i, c in enumerate(test[:: max(1, len(test) // a.judge)][: a.judge]):   # both portraits
+    picked = list(range(len(test)))[:: max(1, len(test) // a.judge)][: a.judge]   # both portraits
+    for i, k in enumerate(picked):
+        c, other = test[k], test[(k + 1) % len(test)]              # chance: the next clip's phones
         out = WORK / "out" / Path(c["video"]).name
         out.parent.mkdir(exist_ok=True)
         t = time.perf_counter()
         g = pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
         row = {"clip": out.name, "seconds": g.num_frames / g.fps, "generate_s": time.perf_counter() - t}
         try:
-            row.update(bench_dawn.judge(out, c["phones"], test[(i + 1) % len(test)]["phones"], Path(c["portrait"])),
-                       face_found=True)
+            row.update(bench_dawn.judge(out, c["phones"], other["phones"], Path(c["portrait"])), face_found=True)
         except NoFaceError:                            # the face model finds no face in the output
             row.update({k: float("nan") for k in ("r", "r_other_clip", "dlib_distance", "csim_dlib")},
                        face_found=False)
@@ -222,6 +224,7 @@ def learn(a) -> None:
                     "dlib<=0.5": bool(res["summary"]["dlib_distance"] <= 0.5)}       # NaN: not met
     res["load_after"] = os.getloadavg()
     (ROOT / "bench" / "results" / "sadtalker_learning.json").write_text(json.dumps(res, indent=1) + "\n")
+    bench_dawn.strip(rows, test, ROOT / "docs" / "sadtalker_check.png")    # teacher above ours
     print(json.dumps(res["summary"], indent=1), res["goals"])
 
 
