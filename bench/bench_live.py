@@ -74,7 +74,8 @@ def live(seconds: float, steps: int, delay: float, hop: int, lookahead: int, siz
     pipe = StreamPipeline(StreamConfig(crop_size=size, window=StreamWindow(hop=hop, lookahead=lookahead)))
     state = pipe.prepare(PORTRAIT)
     samples = looped_speech(seconds)
-    session = pipe.session(state, MotionControls(steps=steps))
+    session = pipe.session(state, MotionControls(steps=steps))     # calibrates first (not timed below)
+    alive = pipe.calibration(MotionControls(steps=steps))
     stream = LiveStream(session, delay)
     rss: list = []
     cpu0, load0 = time.process_time(), load()
@@ -88,17 +89,19 @@ def live(seconds: float, steps: int, delay: float, hop: int, lookahead: int, siz
             "rss_mib_last_10pct": float(np.mean(mem[-tenth:])), "rss_mib_max": float(max(mem)),
             "cpu_s_per_audio_s": cpu / seconds,
             "stage_s_per_audio_s": {k: v / seconds for k, v in session.timings.items()},
-            "load_before": load0, "load_after": load()}
+            "load_before": load0, "load_after": load(),
+            "alive_calibration": None if alive is None else alive.as_dict()}
 
 
 class Streamed:
     """`generate`'s call signature over the streaming API (for judge_on_real_speech)."""
 
-    def __init__(self, size: int, steps: int, hop: int, lookahead: int) -> None:
+    def __init__(self, size: int, steps: int, hop: int, lookahead: int, alive: bool = True) -> None:
         from talkinghead.motion.streaming import StreamWindow
         from talkinghead.pipelines.stream import StreamConfig, StreamPipeline
 
-        self.pipe = StreamPipeline(StreamConfig(crop_size=size, window=StreamWindow(hop=hop, lookahead=lookahead)))
+        self.pipe = StreamPipeline(StreamConfig(crop_size=size, window=StreamWindow(hop=hop, lookahead=lookahead),
+                                                alive=alive))
         self.steps = steps
 
     def __call__(self, image, audio, output, controls, progress=False):
@@ -120,7 +123,10 @@ class Streamed:
                                portrait=SimpleNamespace(face=face), timings=session.timings)
 
 
-def quality(size: int, steps: list[int], hop: int, lookahead: int, offline: bool = True) -> dict:
+def quality(size: int, steps: list[int], hop: int, lookahead: int, offline: bool = True,
+            seeds: tuple[int, ...] = (0,), alive: bool = True) -> dict:
+    """Each run once per seed, judged on its output video; "mean" rows average the seeds (one
+    20 s clip holds about 8 blinks: a single seed's blink count is noisy)."""
     from talkinghead.evaluation.generated import judge_on_real_speech
     from talkinghead.motion.generate import MotionControls
     from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
@@ -131,16 +137,30 @@ def quality(size: int, steps: list[int], hop: int, lookahead: int, offline: bool
                 "motion": r.stats.as_dict()}
 
     out = {}
+    tag = "" if alive else "_uncalibrated"
     with tempfile.TemporaryDirectory() as d:
         runs = [("offline", GeneratePipeline(GenerateConfig(mode="crop", crop_size=size)))] if offline else []
-        runs += [(f"streamed_steps{s}_hop{hop}", Streamed(size, s, hop, lookahead)) for s in steps]
+        runs += [(f"streamed_steps{s}_hop{hop}{tag}", Streamed(size, s, hop, lookahead, alive)) for s in steps]
         for name, pipe in runs:
-            t, c = time.perf_counter(), time.process_time()
-            out[name] = figures(judge_on_real_speech(pipe, PORTRAIT, d, MotionControls(seed=0)))
-            out[name].update(wall_s=time.perf_counter() - t, cpu_s=time.process_time() - c, load=load())
-            m = out[name]["motion"]
-            print(f"{name}: lip r {out[name]['lip_r']:.3f} (offset {out[name]['offset_frames']}), "
-                  f"blinks/s {m['blinks_per_second']:.2f}, pose std {m['pose_std_deg']:.2f} deg", flush=True)
+            if isinstance(pipe, Streamed) and alive:
+                t, c = time.perf_counter(), time.process_time()
+                cal = pipe.pipe.calibration(MotionControls(steps=pipe.steps))
+                out[f"{name}_calibration"] = {**cal.as_dict(), "wall_s": time.perf_counter() - t,
+                                              "cpu_s": time.process_time() - c, "load": load()}
+                print(f"{name} calibration: {cal}", flush=True)
+            for seed in seeds:
+                key = f"{name}_seed{seed}"
+                t, c = time.perf_counter(), time.process_time()
+                out[key] = figures(judge_on_real_speech(pipe, PORTRAIT, d, MotionControls(seed=seed)))
+                out[key].update(wall_s=time.perf_counter() - t, cpu_s=time.process_time() - c, load=load())
+                m = out[key]["motion"]
+                print(f"{key}: lip r {out[key]['lip_r']:.3f} (offset {out[key]['offset_frames']}), "
+                      f"blinks/s {m['blinks_per_second']:.2f}, pose std {m['pose_std_deg']:.2f} deg", flush=True)
+            rows = [out[f"{name}_seed{s}"] for s in seeds]
+            out[f"{name}_mean"] = {"seeds": list(seeds), "lip_r": float(np.mean([r["lip_r"] for r in rows])),
+                                   "blinks_per_second": float(np.mean([r["motion"]["blinks_per_second"] for r in rows])),
+                                   "pose_std_deg": float(np.mean([r["motion"]["pose_std_deg"] for r in rows]))}
+            print(f"{name} mean over seeds {list(seeds)}: {out[f'{name}_mean']}", flush=True)
     return out
 
 
@@ -172,13 +192,16 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-offline", action="store_true", help="quality: the streamed runs only")
     ap.add_argument("--quality-steps", default="3", help="streamed runs' sampling steps, e.g. 5,10")
+    ap.add_argument("--seeds", default="0,1,2", help="quality: seeds, each run once per seed")
+    ap.add_argument("--no-alive", action="store_true",
+                    help="quality: the streamed runs without the liveliness calibration (calibrate_alive)")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "live.json"))
     a = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
     res = {"cpus": os.cpu_count()}
     if not a.skip_quality:
         res["quality"] = quality(a.size, [int(s) for s in a.quality_steps.split(",")], a.hop, a.lookahead,
-                                 not a.skip_offline)
+                                 not a.skip_offline, tuple(int(s) for s in a.seeds.split(",")), not a.no_alive)
     if not a.skip_live:
         res["live"] = live(a.seconds, a.steps, a.delay, a.hop, a.lookahead, a.size)
         print(json.dumps(res["live"], indent=1), flush=True)

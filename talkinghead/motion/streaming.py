@@ -21,7 +21,8 @@ to its hop's end: a change in the audio at frame t moves no frame before t - (L 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -53,14 +54,14 @@ def frame_noise(seed: int, start: int, stop: int, channels: int) -> torch.Tensor
 
 
 class _History:
-    """The last `size` emitted frames of one model, in normalised units."""
+    """The last `size` emitted frames of one model, in normalised units: (B, K, C)."""
 
-    def __init__(self, size: int, channels: int) -> None:
+    def __init__(self, size: int, channels: int, batch: int = 1) -> None:
         self.size = size
-        self.values = torch.zeros(0, channels)
+        self.values = torch.zeros(batch, 0, channels)
 
     def push(self, x: torch.Tensor) -> None:
-        self.values = torch.cat([self.values, x])[-self.size:] if self.size else self.values[:0]
+        self.values = torch.cat([self.values, x], 1)[:, -self.size:] if self.size else self.values[:, :0]
 
 
 @torch.no_grad()
@@ -68,17 +69,22 @@ def sample_window(model: MotionDiT, audio: torch.Tensor, known: torch.Tensor, no
                   steps: int, sampler: str = "ddim", style: torch.Tensor | None = None,
                   blink_rate: torch.Tensor | None = None) -> torch.Tensor:
     """audio (1, T, A), known (K, C) normalised, noise (T, C) -> x0 (T, C), normalised, whose
-    first K frames are `known` and the rest is sampled conditioned on them."""
-    k = len(known)
+    first K frames are `known` and the rest is sampled conditioned on them. Batched: audio
+    (B or 1, T, A), known (B, K, C), noise (B, T, C) -> (B, T, C)."""
+    batched = noise.dim() == 3
+    known, noise = (known, noise) if batched else (known[None], noise[None])        # (B, K, C), (B, T, C)
+    audio = audio.expand(len(noise), -1, -1)                                          # (B, T, A)
+    k = known.shape[1]
 
     def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        x0 = model(x_t, t, audio, style, blink_rate)                                  # (1, T, C)
+        x0 = model(x_t, t, audio, style, blink_rate)                                  # (B, T, C)
         if k:
-            x0 = torch.cat([known[None], x0[:, k:]], 1)
+            x0 = torch.cat([known, x0[:, k:]], 1)
         return x0
 
     schedule = Schedule.cosine(model.config.train_steps)
-    return SAMPLERS[sampler](denoise, noise[None], schedule, steps)[0]
+    x0 = SAMPLERS[sampler](denoise, noise, schedule, steps)
+    return x0 if batched else x0[0]
 
 
 class StreamingFD2Talk:
@@ -86,23 +92,35 @@ class StreamingFD2Talk:
 
     `step(audio, first)` takes the audio features of window frames [first - K, first + n) where
     K = the known frames it holds, and returns (expression (H, 20), pose (H, 3)) for frames
-    [first, first + H) in data units, pose relative to the stream's first frame.
+    [first, first + H) in data units, pose relative to the stream's first frame and multiplied
+    by `pose_gain` (`AliveCalibration`; the model's own history stays unscaled).
+
+    A sequence of seeds (and of blink rates, one per seed) samples that many streams at once,
+    as one batch (`calibrate_alive`): `step` then returns (B, H, 20), (B, H, 3).
     """
 
     def __init__(self, expression: MotionDiT, pose: MotionDiT, window: StreamWindow = StreamWindow(),
-                 seed: int = 0, steps: int = 10, sampler: str = "ddim", pose_style: int | None = None,
-                 blink_rate: float | None = None) -> None:
+                 seed: int | Sequence[int] = 0, steps: int = 10, sampler: str = "ddim",
+                 pose_style: int | None = None, blink_rate: float | None | Sequence[float | None] = None,
+                 pose_gain: float = 1.0) -> None:
         self.expression, self.pose, self.window = expression, pose, window
-        self.seed, self.steps, self.sampler = seed, steps, sampler
-        self.style = None if pose_style is None else torch.tensor([pose_style])
-        self.rate = None if blink_rate is None else torch.tensor([float(blink_rate)])
-        self.hist_expr = _History(window.context, expression.config.channels)
-        self.hist_pose = _History(window.context, pose.config.channels)
+        self.batched = not isinstance(seed, int)
+        self.seeds = list(seed) if self.batched else [seed]
+        self.steps, self.sampler, self.pose_gain = steps, sampler, pose_gain
+        b = len(self.seeds)
+        self.style = None if pose_style is None else torch.full((b,), pose_style)
+        rates = list(blink_rate) if isinstance(blink_rate, Sequence) else [blink_rate] * b
+        if len(rates) != b:
+            raise ValueError(f"{len(rates)} blink rates for {b} seeds")
+        self.rate = None if all(r is None for r in rates) else \
+            torch.tensor([float("nan") if r is None else float(r) for r in rates])     # NaN: none given
+        self.hist_expr = _History(window.context, expression.config.channels, b)
+        self.hist_pose = _History(window.context, pose.config.channels, b)
         self.pose0: torch.Tensor | None = None
 
     @property
     def known(self) -> int:
-        return len(self.hist_expr.values)
+        return self.hist_expr.values.shape[1]
 
     def step(self, audio: np.ndarray, first: int, emit: int) -> tuple[np.ndarray, np.ndarray]:
         k = self.known
@@ -114,12 +132,56 @@ class StreamingFD2Talk:
         for i, (model, hist, extra) in enumerate(((self.expression, self.hist_expr, {"blink_rate": self.rate}),
                                                   (self.pose, self.hist_pose, {"style": self.style}))):
             c = model.config.channels
-            noise = frame_noise(self.seed * 2 + i, start, stop, c)                    # (T, C)
+            noise = torch.stack([frame_noise(s * 2 + i, start, stop, c) for s in self.seeds])  # (B, T, C)
             x0 = sample_window(model, a, hist.values, noise, self.steps, self.sampler, **extra)
-            new = x0[k:k + emit]                                                      # (H, C)
+            new = x0[:, k:k + emit]                                                   # (B, H, C)
             hist.push(new)
             outs.append(model.denormalise(new))
         expr, pose = outs
         if self.pose0 is None:
-            self.pose0 = pose[:1].clone()
-        return expr.numpy(), (pose - self.pose0).numpy()
+            self.pose0 = pose[:, :1].clone()
+        pose = (pose - self.pose0) * self.pose_gain
+        if not self.batched:
+            expr, pose = expr[0], pose[0]
+        return expr.numpy(), pose.numpy()
+
+
+@dataclass(frozen=True)
+class AliveCalibration:
+    """What makes the streamed sampler as alive as the offline one (`calibrate_alive`).
+
+    blink_rate: the blink-rate condition under which the streamed sampler blinks as often as
+    the offline sampler does under the user's condition (None: leave the user's condition).
+    The streamed sampler takes fewer steps, and few-step DDIM shrinks a blink toward the
+    posterior mean (a half-closed lid that the blink detector does not count); the model's
+    blink-rate condition (FD2Talk's expression DiT, `fd2talk.py`) is the knob that restores
+    the count.
+    pose_gain: offline / streamed head-pose standard deviation (1: unchanged).
+    The other fields are the measurements behind them.
+    """
+
+    blink_rate: float | None = None
+    pose_gain: float = 1.0
+    offline_blinks_per_s: float = float("nan")
+    offline_pose_std: float = float("nan")
+    streamed_pose_std: float = float("nan")
+    conditions: tuple[float, ...] = ()
+    streamed_blinks_per_s: tuple[float, ...] = ()    # per condition, mean over the seeds
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_alive(offline_rate: float, offline_pose_var: float, conditions: Sequence[float],
+              streamed_rates: Sequence[float], streamed_pose_var: float) -> AliveCalibration:
+    """Moment matching: the blink-rate condition at which a least-squares line through the
+    streamed rates (one per condition) meets the offline rate, clamped to the measured
+    conditions' range (None if the rate does not rise with the condition); and the gain that
+    gives the streamed head pose the offline variance."""
+    c, r = np.asarray(conditions, np.float64), np.asarray(streamed_rates, np.float64)
+    slope, icept = np.polyfit(c, r, 1) if len(c) > 1 else (0.0, 0.0)
+    rate = float(np.clip((offline_rate - icept) / slope, c.min(), c.max())) if slope > 0 else None
+    gain = float(np.sqrt(offline_pose_var / streamed_pose_var)) if streamed_pose_var > 0 else 1.0
+    return AliveCalibration(rate, gain, float(offline_rate), float(np.sqrt(offline_pose_var)),
+                            float(np.sqrt(streamed_pose_var)), tuple(float(x) for x in c),
+                            tuple(float(x) for x in r))

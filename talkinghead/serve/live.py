@@ -204,6 +204,9 @@ class LiveService:
         self.settings = settings
         self.pipeline = pipeline if pipeline is not None else StreamPipeline()
         self.state = self.pipeline.prepare(settings.image)
+        # the liveliness calibration (`calibrate_alive`, once per pipeline): before serving, so
+        # that the first stream does not wait for it
+        self.pipeline.calibration(settings.controls)
         self.busy = asyncio.Lock()
         self.reports: list[dict] = []            # what pages posted to /live/report
         self.report_event = threading.Event()
@@ -319,6 +322,8 @@ def serve_live(settings: LiveSettings, host: str = "127.0.0.1", port: int = 8010
         raise InputError(f"{settings.input}: audio file not found (or use --input mic)")
     if not any(importlib.util.find_spec(m) for m in ("websockets", "wsproto")):
         raise TalkingHeadError("live mode needs a WebSocket package for uvicorn: pip install websockets")
+    print("live: preparing the portrait and calibrating blinks and head motion against offline "
+          "sampling (half a minute on 2 cores)...", flush=True)
     service = LiveService(settings, pipeline)
     print(f"live: open http://{host}:{port}/live", flush=True)
     uvicorn.run(create_live_app(service), host=host, port=port, log_level="warning")
