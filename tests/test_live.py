@@ -306,3 +306,34 @@ def test_frame_messages_round_trip():
     index, back, jpeg = decode_frame(encode_frame(7, frame, audio))
     assert index == 7 and jpeg[:2] == b"\xff\xd8"
     np.testing.assert_allclose(back, audio, atol=1 / 32767)
+
+
+def test_liveliness_calibration_is_kept_on_disk_per_model(tmp_path, monkeypatch):
+    """A second pipeline with the same models reads the calibration instead of sampling it again
+    (47 CPU s with the shipped models); other weights get their own."""
+    import json
+
+    from talkinghead.audio.features import MelExtractor
+    from talkinghead.motion.streaming import StreamWindow
+    from talkinghead.pipelines.stream import StreamConfig, StreamPipeline, alive_cache_path
+
+    monkeypatch.setenv("TALKINGHEAD_CACHE", str(tmp_path))
+    expr, pose = debug_models()
+    cfg = StreamConfig(crop_size=128, window=StreamWindow(context=8, hop=2, lookahead=3),
+                       alive_seconds=2.0, alive_seeds=1)
+    controls = MotionControls(steps=2)
+    first = StreamPipeline(cfg, expr, pose, MelExtractor()).calibration(controls)
+    assert len(list((tmp_path / "live_alive").glob("*.json"))) == 1
+
+    def fail(self, controls):
+        raise AssertionError("sampled again")
+
+    monkeypatch.setattr(StreamPipeline, "_calibrate", fail)
+    second = StreamPipeline(cfg, expr, pose, MelExtractor()).calibration(controls)
+    assert json.dumps(second.as_dict()) == json.dumps(first.as_dict())   # NaN-safe equality
+    key = (controls.steps, controls.sampler, controls.pose_style, controls.blink_rate)
+    other, _ = debug_models(seed=1)
+    assert alive_cache_path(cfg, key, other, pose, MelExtractor()) != \
+        alive_cache_path(cfg, key, expr, pose, MelExtractor())
+    monkeypatch.setenv("TALKINGHEAD_ALIVE_CACHE", "off")
+    assert alive_cache_path(cfg, key, expr, pose, MelExtractor()) is None

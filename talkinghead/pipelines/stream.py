@@ -37,6 +37,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -334,6 +335,56 @@ class StreamSession:
         return self.render(self.hops(None))
 
 
+def alive_cache_path(config: StreamConfig, key: tuple, expression, pose, extractor) -> Path | None:
+    """Where `calibrate_alive`'s result for these models, settings and controls is kept: the
+    cache folder, under a hash of the models' weights, the stream's settings and the controls
+    (None when the cache is off: `TALKINGHEAD_ALIVE_CACHE=off`). The calibration costs about
+    47 CPU s with the shipped models; a second `live` start with the same models reads it."""
+    import hashlib
+    import os
+
+    from talkinghead.assets import cache_dir
+
+    if os.environ.get("TALKINGHEAD_ALIVE_CACHE", "") == "off":
+        return None
+    h = hashlib.sha256(repr((config, key, type(extractor).__name__)).encode())
+    for model in (expression, pose):
+        for name, tensor in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return cache_dir() / "live_alive" / f"{h.hexdigest()[:24]}.json"
+
+
+def read_alive(path: Path | None) -> AliveCalibration | None:
+    """A stored calibration, or None (absent, unreadable or of another layout: recomputed)."""
+    import json
+
+    if path is None or not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        raw["conditions"] = tuple(raw["conditions"])
+        raw["streamed_blinks_per_s"] = tuple(raw["streamed_blinks_per_s"])
+        return AliveCalibration(**raw)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def write_alive(path: Path | None, calibration: AliveCalibration) -> None:
+    """Store a calibration (written whole or not at all; a read-only cache is skipped)."""
+    import json
+
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(calibration.as_dict()))
+        tmp.replace(path)
+    except OSError:
+        pass
+
+
 class StreamPipeline:
     """`StreamPipeline(config)(image, chunks)` -> iterator of StreamFrame (frame, audio)."""
 
@@ -383,14 +434,23 @@ class StreamPipeline:
             return None
         key = (controls.steps, controls.sampler, controls.pose_style, controls.blink_rate)
         if key not in self._alive:
-            x = calibration_audio(cfg.alive_seconds)
-            n = int(np.ceil(len(x) / cfg.frame_samples))
-            probe = StreamMotion(cfg, StreamingFD2Talk(self.expression, self.pose, cfg.window), self.extractor)
-            with single_threaded():
-                hops = probe.prepare(x) + probe.prepare(None)
-                offline = self.extractor.frames(x, cfg.fps, n)
-                self._alive[key] = calibrate_alive(cfg, controls, self.expression, self.pose, offline, hops)
+            stored = alive_cache_path(cfg, key, self.expression, self.pose, self.extractor)
+            cal = read_alive(stored)
+            if cal is None:
+                cal = self._calibrate(controls)
+                write_alive(stored, cal)
+            self._alive[key] = cal
         return self._alive[key]
+
+    def _calibrate(self, controls: MotionControls) -> AliveCalibration:
+        cfg = self.config
+        x = calibration_audio(cfg.alive_seconds)
+        n = int(np.ceil(len(x) / cfg.frame_samples))
+        probe = StreamMotion(cfg, StreamingFD2Talk(self.expression, self.pose, cfg.window), self.extractor)
+        with single_threaded():
+            hops = probe.prepare(x) + probe.prepare(None)
+            offline = self.extractor.frames(x, cfg.fps, n)
+            return calibrate_alive(cfg, controls, self.expression, self.pose, offline, hops)
 
     def __call__(self, image, chunks: Iterable[np.ndarray],
                  controls: MotionControls = MotionControls()) -> Iterator[StreamFrame]:
