@@ -305,49 +305,97 @@ def check_data(train_clips: int, test_clips: int, part: str = "all") -> tuple[li
     return sorted((CHECK / "train").rglob("*.mp4")), test, info
 
 
-def _train_stages(stages: list[tuple], minutes: dict[str, float], threads: int = 1) -> dict:
-    """Train `stages` one after the other (a spawned worker runs one branch)."""
-    import torch
+# CPU seconds per optimizer step at the .cpu configs, batch 8, one torch thread (measured on this
+# machine, profile in the docs): the stages' `steps` (the cosine schedule's length) are sized from
+# them so that the learning rate has decayed when the CPU budget runs out; the budget is the bound.
+STEP_CPU_S = {"vae": 0.77, "decoder": 0.9, "difftalk": 0.35, "fd2talk": 0.31}
 
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (ffmpeg, ...)."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+def _stage_config(key: str, src: Path, cpu_minutes: float, changes: dict) -> Path:
+    """The check's copy of a config: `changes` ({section: {field: value}}) applied, bounded by
+    `cpu_minutes` of process CPU time (TrainConfig.max_cpu_minutes), no wall-time bound."""
+    raw = json.loads(src.read_text())
+    for section, values in changes.items():
+        raw.setdefault(section, {}).update(values)
+    steps = max(50, int(cpu_minutes * 60 / STEP_CPU_S[key]))
+    raw["train"].update(max_cpu_minutes=cpu_minutes, max_minutes=0, steps=steps,
+                        eval_every=max(50, steps // 8), save_every=max(50, steps // 8))
+    path = CHECK / "configs" / f"{key}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(raw, indent=1))
+    return path
+
+
+def _train_stage(key: str, renderer: str, stage: str, config: Path, data: Path, vae: Path | None,
+                 dst: Path) -> dict:
+    """One training stage in this process (one torch thread): steps, CPU minutes, val loss curve."""
     from talkinghead.training.ldm_tasks import train_ldm
 
-    torch.set_num_threads(threads)
-    out: dict = {}
-    for key, renderer, stage, config, data, vae, dst in stages:
-        t = time.perf_counter()
-        r = train_ldm(renderer, stage, config, str(data), dst, vae=None if vae is None else str(vae),
-                      max_minutes=minutes[key], progress=False)
-        out[key] = {"steps": r.step, "s": time.perf_counter() - t,
-                    "val_loss": [(h["step"], h["val_loss"]) for h in r.history if "val_loss" in h]}
-        print(key, json.dumps({k: out[key][k] for k in ("steps", "s")}), out[key]["val_loss"][-1], flush=True)
+    import shutil
+
+    if dst.is_symlink():
+        dst.unlink()
+    shutil.rmtree(dst, ignore_errors=True)                               # a fresh run, no resuming
+    t, c, load = time.perf_counter(), _cpu_s(), _uptime()
+    r = train_ldm(renderer, stage, config, str(data), dst, vae=None if vae is None else str(vae), progress=False)
+    out = {"steps": r.step, "cpu_minutes": (_cpu_s() - c) / 60, "wall_minutes": (time.perf_counter() - t) / 60,
+           "uptime_start": load, "uptime_end": _uptime(),
+           "val_loss": [(h["step"], h["val_loss"]) for h in r.history if "val_loss" in h]}
+    print(key, json.dumps({k: v for k, v in out.items() if k != "val_loss"}), out["val_loss"][-1], flush=True)
     return out
 
 
-def _train_check(minutes: dict[str, float]) -> tuple[dict[str, Path], dict]:
-    """The shared VAE (talking set + footage); then side by side, one process each: DiffTalk's
-    UNet, and FD2Talk's reference decoder (fine-tuned from that VAE) followed by its UNet; each
-    stage bounded by `minutes`."""
-    import multiprocessing as mp
+def _train_vae(minutes: float) -> dict:
+    """The VAE both renderers share: the talking set + the real footage, L1 + KL (LPIPS-VGG16
+    costs several times a step on one CPU thread)."""
+    cfg = _stage_config("vae", ROOT / "configs/difftalk/vae.cpu.json", minutes,
+                        {"model": {"perceptual_weight": 0.0}, "train": {"lr": 6e-4}})
+    return _train_stage("vae", "difftalk", "vae", cfg, CHECK / "data_vae", None, CHECK / "ckpt" / "vae")
 
-    ck, cfg = CHECK / "ckpt", ROOT / "configs"
-    raw = json.loads((cfg / "difftalk/vae.cpu.json").read_text())
-    raw["model"]["perceptual_weight"] = 0.0     # L1 + KL: LPIPS-VGG16 steps cost too much on a loaded CPU
-    (CHECK / "vae.json").write_text(json.dumps(raw))
-    vae = [("vae", "difftalk", "vae", CHECK / "vae.json", CHECK / "data_vae", None, ck / "vae")]
-    branches = [[("difftalk", "difftalk", "unet", cfg / "difftalk/unet.cpu.json", CHECK / "data", ck / "vae",
-                  ck / "difftalk" / "unet")],
-                [("decoder", "fd2talk-render", "decoder", CHECK / "vae.json", CHECK / "data_vae",
-                  ck / "vae", ck / "fd2talk" / "vae"),
-                 ("fd2talk", "fd2talk-render", "unet", cfg / "fd2talk_render/unet.cpu.json", CHECK / "data",
-                  ck / "fd2talk" / "vae", ck / "fd2talk" / "unet")]]
-    out = _train_stages(vae, minutes, threads=2)
-    with mp.get_context("spawn").Pool(2) as pool:
-        for r in pool.starmap(_train_stages, [(b, minutes) for b in branches]):
-            out.update(r)
-    link = ck / "difftalk" / "vae"
-    if not link.exists():
-        link.symlink_to(ck / "vae")
-    return {"difftalk": ck / "difftalk", "fd2talk": ck / "fd2talk"}, out
+
+def _train_renderer(name: str, minutes: dict[str, float]) -> tuple[Path, dict]:
+    """One renderer's stages after the shared VAE: DiffTalk's UNet; FD2Talk's reference decoder
+    (when its budget is > 0; else the plain VAE decodes) and UNet. -> (checkpoint folder, figures)."""
+    import shutil
+
+    ck, cfg, out = CHECK / "ckpt", ROOT / "configs", {}
+    root = ck / name
+    root.mkdir(parents=True, exist_ok=True)
+    vae = ck / "vae"
+    if name == "fd2talk" and minutes.get("decoder", 0) > 0:
+        dcfg = _stage_config("decoder", cfg / "difftalk/vae.cpu.json", minutes["decoder"],
+                             {"model": {"perceptual_weight": 0.0}, "train": {"lr": 2e-4, "warmup": 20}})
+        out["decoder"] = _train_stage("decoder", "fd2talk-render", "decoder", dcfg, CHECK / "data_vae", vae,
+                                      root / "vae")
+        vae = root / "vae"
+    link = root / "vae"
+    if vae != link:
+        if link.is_symlink():
+            link.unlink()
+        shutil.rmtree(link, ignore_errors=True)                         # an earlier run's decoder
+        link.symlink_to(vae)
+    src = cfg / ("difftalk/unet.cpu.json" if name == "difftalk" else "fd2talk_render/unet.cpu.json")
+    ucfg = _stage_config(name, src, minutes[name], {})
+    out[name] = _train_stage(name, "difftalk" if name == "difftalk" else "fd2talk-render", "unet", ucfg,
+                             CHECK / "data", link, root / "unet")
+    return root, out
+
+
+def _trained(name: str) -> dict:
+    """--reuse: what the existing checkpoints' training reached ("vae": the shared VAE's only)."""
+    ck = CHECK / "ckpt"
+    states = {"vae": ck / "vae", **({name: ck / name / "unet"} if name != "vae" else {})}
+    if name == "fd2talk" and (ck / name / "vae").resolve() != (ck / "vae").resolve():
+        states["decoder"] = ck / name / "vae"
+    return {k: {"steps": st["step"], "val_loss": [(h["step"], h["val_loss"]) for h in st["history"] if "val_loss" in h]}
+            for k, st in ((k, json.loads((d / "train_state.json").read_text())) for k, d in states.items())}
+
 
 
 def condition_gap(renderer: str, config: Path, ckpt: Path, data: Path, batches: int = 8) -> dict:
@@ -379,11 +427,10 @@ def condition_gap(renderer: str, config: Path, ckpt: Path, data: Path, batches: 
     return res
 
 
-def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: int, reuse: bool) -> dict:
-    """The issue's learning check per renderer (cf. bench_dawn.py): train on the talking set, then
-    `generate --renderer difftalk|fd2talk` on the held-out voice's clips, judged on the output video
-    by the face model: mouth opening vs the TTS phones' visemes (Pearson r, goal >= 0.4), the same
-    against another clip's phones (chance), dlib distance to the portrait (goal <= 0.5)."""
+def _judge(name: str, ckpt: Path, picks: list[dict], steps: int, reuse: bool) -> dict:
+    """`generate --renderer NAME` on the held-out clips, judged on the output video by the face
+    model: mouth opening vs the held-out voice's phones (r), vs another clip's phones (chance),
+    dlib distance to the portrait."""
     import bench_dawn
 
     from talkinghead.errors import NoFaceError
@@ -391,42 +438,93 @@ def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: i
     from talkinghead.motion.generate import MotionControls
     from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
 
-    train, test, res = [], [], {}
-    train, test, res["data"] = check_data(train_clips, test_clips)
-    ckpts = {"difftalk": CHECK / "ckpt" / "difftalk", "fd2talk": CHECK / "ckpt" / "fd2talk"}
-    if not reuse:
-        ckpts, res["train"] = _train_check(minutes)
-    else:                              # what the checkpoints' training reached
-        ck = CHECK / "ckpt"
-        states = {"vae": ck / "vae", "difftalk": ck / "difftalk" / "unet", "decoder": ck / "fd2talk" / "vae",
-                  "fd2talk": ck / "fd2talk" / "unet"}
-        res["train"] = {k: {"steps": st["step"], "val_loss": [(h["step"], h["val_loss"]) for h in st["history"]
-                                                              if "val_loss" in h]}
-                        for k, st in ((k, json.loads((d / "train_state.json").read_text())) for k, d in states.items())}
+    pipe = GeneratePipeline(GenerateConfig(renderer=name, renderer_checkpoint=str(ckpt), dawn_steps=steps))
+    rows = []
+    for i, c in enumerate(picks):
+        out = CHECK / "out" / name / Path(c["video"]).name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        t, cpu = time.perf_counter(), _cpu_s()
+        if not (reuse and out.exists()):                                 # --reuse: judge what is there
+            pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
+        gen = {"generate_s": time.perf_counter() - t, "generate_cpu_s": _cpu_s() - cpu}
+        other = picks[(i + 1) % len(picks)]["phones"]
+        try:
+            judged = {"face_found": True, **bench_dawn.judge(out, c["phones"], other, Path(c["portrait"]))}
+        except NoFaceError:       # the output holds no face the face model can find
+            judged = {"face_found": False, **dict.fromkeys(("r", "r_other_clip", "dlib_distance", "csim_dlib"), np.nan)}
+        rows.append({"clip": out.name, "frames": video_info(out).num_frames, **gen, **judged,
+                     "teacher_r": bench_dawn.judge(Path(c["video"]), c["phones"], c["phones"], Path(c["portrait"]))["r"]})
+        print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+    return {"test": rows, "render_steps": steps,
+            "summary": {k: float(np.nanmean([r[k] for r in rows])) for k in
+                        ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib")}}
+
+
+def picture(picks: list[dict], names: list[str], path: Path, size: int = 128) -> None:
+    """The held-out clips' face crops at four instants: the geometric teacher's frames (the real
+    portrait animated) above each renderer's output, one column block per clip."""
+    import cv2
+
+    from talkinghead.face.crop import crop_box, crop_image
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.io.image import read_image
+    from talkinghead.io.video import iter_frames
+
+    tiles = []
+    with FaceLandmarker() as lm:
+        for c in picks:
+            box = crop_box(analyze_portrait(read_image(c["portrait"]), "portrait", lm), 1.6)
+            videos = [Path(c["video"])] + [CHECK / "out" / n / Path(c["video"]).name for n in names]
+            clips = [list(iter_frames(v)) for v in videos if v.exists()]
+            picks_at = np.linspace(10, min(map(len, clips)) - 10, 4).astype(int)
+            tiles.append(np.concatenate([np.concatenate([crop_image(f[i], box, size) for i in picks_at], 1)
+                                         for f in clips], 0))
+    h = max(t.shape[0] for t in tiles)
+    img = np.concatenate([np.pad(t, ((0, h - t.shape[0]), (0, 4), (0, 0))) for t in tiles], 1)
+    cv2.imwrite(str(path), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+
+
+def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: int, reuse: bool,
+          renderers: tuple[str, ...] = ("difftalk", "fd2talk"), out: Path | None = None,
+          train_vae: bool = True) -> dict:
+    """The issue's learning check per renderer (cf. bench_dawn.py), one torch thread, one stage at
+    a time, each bounded by `minutes` of process CPU time: the shared VAE, then per renderer its
+    training, the condition gap and `generate` on the held-out voice's clips (`_judge`). Results
+    are written to `out` after every renderer."""
+    import torch
+
+    torch.set_num_threads(1)
+    out = out or ROOT / "bench/results/ldm_check.json"
+    res = json.loads(out.read_text()) if out.exists() and (reuse or not train_vae) else {}
+    res.update(threads=1, uptime_start=_uptime())
+    if train_vae and not reuse:
+        res["vae_budget_cpu_minutes"] = minutes["vae"]
+    _, test, res["data"] = check_data(train_clips, test_clips)
     picks = test[::2]                                                   # one clip per portrait
-    for name, ckpt in ckpts.items():
-        pipe = GeneratePipeline(GenerateConfig(renderer=name, renderer_checkpoint=str(ckpt), dawn_steps=steps))
-        rows = []
-        for i, c in enumerate(picks):
-            out = CHECK / "out" / name / Path(c["video"]).name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            t = time.perf_counter()
-            if not (reuse and out.exists()):                             # --reuse: judge what is there
-                pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
-            other = picks[(i + 1) % len(picks)]["phones"]
-            try:
-                judged = {"face_found": True, **bench_dawn.judge(out, c["phones"], other, Path(c["portrait"]))}
-            except NoFaceError:       # the output holds no face the face model can find
-                judged = {"face_found": False, **dict.fromkeys(("r", "r_other_clip", "dlib_distance", "csim_dlib"), np.nan)}
-            rows.append({"clip": out.name, "frames": video_info(out).num_frames, "generate_s": time.perf_counter() - t,
-                         **judged,
-                         "teacher_r": bench_dawn.judge(Path(c["video"]), c["phones"], c["phones"],
-                                                       Path(c["portrait"]))["r"]})
-            print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
-        res[name] = {"test": rows, "summary": {k: float(np.nanmean([r[k] for r in rows])) for k in
-                                                ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib")}}
+    if not reuse and train_vae:
+        res["vae"] = _train_vae(minutes["vae"])
+    res.setdefault("vae", _trained("vae")["vae"])
+    for name in renderers:
+        cpu = _cpu_s()
+        if reuse:
+            ckpt, trained = CHECK / "ckpt" / name, _trained(name)
+        else:
+            ckpt, trained = _train_renderer(name, minutes)
+        model = "difftalk" if name == "difftalk" else "fd2talk-render"
+        config = CHECK / "configs" / f"{name}.json"
+        gap = condition_gap(model, config if config.exists() else ROOT / "configs" / (
+            "difftalk/unet.cpu.json" if name == "difftalk" else "fd2talk_render/unet.cpu.json"), ckpt, CHECK / "data")
+        judge_cpu = _cpu_s()
+        res[name] = {"budget_cpu_minutes": {k: minutes[k] for k in (name, "decoder") if minutes.get(k)},
+                     "train": trained, "condition_gap": gap, **_judge(name, ckpt, picks, steps, reuse),
+                     "judge_cpu_minutes": (_cpu_s() - judge_cpu) / 60, "cpu_minutes": (_cpu_s() - cpu) / 60,
+                     "uptime_end": _uptime()}
         print(name, json.dumps(res[name]["summary"]), flush=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+    res["uptime_end"] = _uptime()
+    out.write_text(json.dumps(res, indent=1) + "\n")
     return res
+
 
 
 def _uptime() -> str:
@@ -446,10 +544,15 @@ def main() -> None:
     ap.add_argument("--learn", action="store_true", help="only the synthetic learning sanity check")
     ap.add_argument("--check", action="store_true", help="the learning check on real portraits "
                     "(bench/results/ldm_check.json)")
-    ap.add_argument("--minutes", type=float, nargs=4, default=[8, 10, 3, 7], metavar=("VAE", "DIFFTALK", "DECODER",
-                    "FD2TALK"), help="--check: training minutes per stage (DiffTalk's UNet runs beside the "
-                    "other two: 18 minutes of wall time by default)")
+    ap.add_argument("--minutes", type=float, nargs=4, default=[9, 14, 0, 14], metavar=("VAE", "DIFFTALK", "DECODER",
+                    "FD2TALK"), help="--check: process CPU minutes per stage, one torch thread, one stage at a "
+                    "time (DECODER 0: FD2Talk decodes with the plain VAE)")
+    ap.add_argument("--renderers", nargs="+", choices=("difftalk", "fd2talk"), default=["difftalk", "fd2talk"],
+                    help="--check: the renderers to train and judge (after the shared VAE)")
+    ap.add_argument("--no-vae", action="store_true", help="--check: keep the trained VAE (ckpt/vae), train the rest")
     ap.add_argument("--reuse", action="store_true", help="--check: judge the existing checkpoints")
+    ap.add_argument("--picture", action="store_true", help="after --check: docs/ldm_check.jpg, the held-out "
+                    "clips' teacher frames above each renderer's")
     ap.add_argument("--render-steps", type=int, default=5, help="--check: DDIM steps when generating")
     ap.add_argument("--gap", action="store_true", help="after --check: the UNets' loss with the true vs another "
                     "frame's condition (bench/results/ldm_check.json gains it)")
@@ -486,13 +589,13 @@ def main() -> None:
             "uptime": _uptime()}
         out.write_text(json.dumps(res, indent=1) + "\n")
         return
+    if a.picture:
+        sys.path.insert(0, str(ROOT / "bench"))
+        return picture(check_data(a.train_clips, a.test_clips)[1][::2], a.renderers, ROOT / "docs" / "ldm_check.jpg")
     if a.check:
         sys.path.insert(0, str(ROOT / "bench"))
-        load = os.getloadavg()
-        res = check(a.train_clips, a.test_clips, dict(zip(("vae", "difftalk", "decoder", "fd2talk"), a.minutes)),
-                    a.render_steps, a.reuse)
-        res.update(load_average=load, load_average_end=os.getloadavg(), uptime=_uptime())
-        Path(ROOT / "bench/results/ldm_check.json").write_text(json.dumps(res, indent=1) + "\n")
+        check(a.train_clips, a.test_clips, dict(zip(("vae", "difftalk", "decoder", "fd2talk"), a.minutes)),
+              a.render_steps, a.reuse, tuple(a.renderers), train_vae=not a.no_vae)
         return
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} on {os.cpu_count()} cores", flush=True)

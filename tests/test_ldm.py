@@ -59,6 +59,17 @@ def write_shards(root: Path, videos: int = 2, frames: int = 80, size: int = 32, 
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are 16 wide: a second torch thread buys nothing, and on a loaded machine its
+    spin-waits cost far more CPU than the work (last session: 264 CPU s for this file at load
+    4-9 with torch's 2 threads; 15 s with one). The suite's setting is restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
     return write_shards(tmp_path_factory.mktemp("ldm_data"))
