@@ -8,6 +8,9 @@ in the audio's length. Not a test; figures go to bench/results/ldm.json.
 2. Memory: peak RSS of a fresh process that streams DiffTalk's frames (progressive reference,
    debug widths, 1 DDIM step so that minutes of audio finish) for a short and a long clip; the
    frames are never held, so the two peaks should match.
+3. `--check`: the issue's learning check per renderer on real portraits (bench/results/
+   ldm_check.json, docs/ldm_check.jpg): one torch thread, one stage at a time, each bounded by
+   process CPU time (TrainConfig.max_cpu_minutes); judged on `generate`'s output video.
 """
 
 from __future__ import annotations
