@@ -122,17 +122,22 @@ def main() -> None:
     ap.add_argument("--test-clips", type=int, default=4, help="per portrait")
     ap.add_argument("--lfg-cpu-minutes", type=float, default=8.0, help="process CPU minutes")
     ap.add_argument("--a2v-cpu-minutes", type=float, default=22.0, help="process CPU minutes")
+    ap.add_argument("--judge", type=int, default=0,
+                    help="judge only this many held-out clips, the portraits taken in turn (0: all)")
     ap.add_argument("--reuse", action="store_true", help="judge the existing checkpoints, no training")
+    ap.add_argument("--reuse-lfg", action="store_true", help="keep the trained LFG; train the A2V-FDM only")
+    ap.add_argument("--note", default="", help="a note stored with the results (how a reused stage was trained)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
     from talkinghead.data.prepare import PrepareConfig, prepare
+    from talkinghead.errors import NoFaceError
     from talkinghead.motion.generate import MotionControls
     from talkinghead.pipelines.generate import GenerateConfig, GeneratePipeline
     from talkinghead.training.dawn_tasks import train_dawn
 
-    res: dict = {}
+    res: dict = {"note": args.note} if args.note else {}
     t = time.perf_counter()
     train = make_clips("train", TRAIN_VOICES, args.train_clips, 0)
     test = make_clips("test", (TEST_VOICE,), args.test_clips, 1)
@@ -143,7 +148,7 @@ def main() -> None:
                       "s": time.perf_counter() - t}
     ckpt = WORK / "dawn"
     for stage, minutes in (("lfg", args.lfg_cpu_minutes), ("a2v", args.a2v_cpu_minutes)):
-        if args.reuse:
+        if args.reuse or (args.reuse_lfg and stage == "lfg"):
             hist = [json.loads(line) for line in (ckpt / stage / "log.jsonl").read_text().splitlines()]
             hist = [h for h in hist if "val_loss" in h]
             step = json.loads((ckpt / stage / "train_state.json").read_text())["step"]
@@ -155,6 +160,9 @@ def main() -> None:
         res[stage] = {"steps": r.step, "s": time.perf_counter() - t, "cpu_minutes": (time.process_time() - cpu) / 60,
                       "load_average_after": os.getloadavg(), "val_loss": [(h["step"], h["val_loss"]) for h in r.history]}
         print(f"{stage}: {r.step} steps, val loss {r.history[0]['val_loss']:.4f} -> {r.history[-1]['val_loss']:.4f}")
+    if args.judge:
+        half = len(test) // 2                                  # [p0 clips..., p1 clips...] -> in turn
+        test = [c for pair in zip(test[:half], test[half:]) for c in pair][:args.judge]
     pipe = GeneratePipeline(GenerateConfig(renderer="dawn", dawn_checkpoint=str(ckpt)))
     rows = []
     for i, c in enumerate(test):
@@ -162,14 +170,21 @@ def main() -> None:
         out.parent.mkdir(exist_ok=True)
         t = time.perf_counter()
         g = pipe(c["portrait"], c["wav"], out, MotionControls(seed=i), progress=False)
-        row = {"clip": out.name, "seconds": g.num_frames / g.fps, "generate_s": time.perf_counter() - t,
-               **judge(out, c["phones"], test[(i + 1) % len(test)]["phones"], Path(c["portrait"])),
-               "teacher_r": judge(Path(c["video"]), c["phones"], c["phones"], Path(c["portrait"]))["r"]}
+        row = {"clip": out.name, "seconds": g.num_frames / g.fps, "generate_s": time.perf_counter() - t}
+        try:                                  # an output in which the face model finds no face is a row
+            row.update(face_found=True, **judge(out, c["phones"], test[(i + 1) % len(test)]["phones"],
+                                                Path(c["portrait"])))
+        except NoFaceError:
+            row.update(face_found=False, **dict.fromkeys(("r", "r_other_clip", "dlib_distance", "csim_dlib",
+                                                          "cpbd"), None))
+        row["teacher_r"] = judge(Path(c["video"]), c["phones"], c["phones"], Path(c["portrait"]))["r"]
         rows.append(row)
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
     res["test"] = rows
-    res["summary"] = {k: float(np.nanmean([r[k] for r in rows])) for k in
-                      ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib", "cpbd")}
+    got = {k: [r[k] for r in rows if r[k] is not None]
+           for k in ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib", "cpbd")}
+    res["summary"] = {k: float(np.nanmean(v)) if v else None for k, v in got.items()}
+    res["summary"]["face_found"] = f"{sum(r['face_found'] for r in rows)} of {len(rows)} outputs"
     res["model"] = "DAWN's released architectures (lfg_mraa, unet3d), configs/dawn/*.cpu.json, 1 torch thread"
     res["load_average_end"] = os.getloadavg()
     (ROOT / "bench" / "results" / "dawn.json").write_text(json.dumps(res, indent=1) + "\n")
