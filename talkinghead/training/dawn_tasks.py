@@ -13,7 +13,6 @@ lip weighting.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,23 +26,8 @@ from talkinghead.render.dawn.renderer import face_box, load_lfg
 from talkinghead.render.dawn.unet3d import DawnA2V, Unet3DConfig
 from talkinghead.training.loop import TrainConfig, TrainResult, train
 from talkinghead.training.run import dataclass_from, override, read_json_config
-from talkinghead.training.video_data import ClipBatch, VideoShards
-
-log = logging.getLogger("talkinghead")
-
-
-def _rng(g: torch.Generator) -> np.random.Generator:
-    return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=g)))
-
-
-def _splits(data: str, size: int) -> tuple[VideoShards, VideoShards]:
-    train_set = VideoShards(data, "train", size)
-    try:
-        val_set = VideoShards(data, "val", size)
-    except InputError:
-        log.warning("%s: a single video; validating on it too", data)
-        val_set = train_set
-    return train_set, val_set
+from talkinghead.training.video_data import ClipBatch, numpy_rng as _rng
+from talkinghead.training.video_data import train_val_shards as _splits
 
 
 def reconstruction_loss(pred, target, perceptual=None, scales: int = 3) -> torch.Tensor:

@@ -70,7 +70,7 @@ class Hallo2Task(UNetTask):
                      for _ in range(max(1, cfg.val_samples // 4))]
 
     def train_batch(self, step: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-        from talkinghead.training.dawn_tasks import _rng
+        from talkinghead.training.video_data import numpy_rng as _rng
 
         return self.train_samples.draw_frames(self.batch_size, _rng(g), self.cfg, self.model_cfg)
 

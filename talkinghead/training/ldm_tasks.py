@@ -37,7 +37,8 @@ from talkinghead.render.ldm.difftalk import (DiffTalkConfig, DiffTalkUNet, audio
                                              outline_features)
 from talkinghead.render.ldm.fd2talk_render import FD2TalkRenderConfig, FD2TalkUNet, motion_vectors
 from talkinghead.render.ldm.unet import diffusion_loss, schedule_of
-from talkinghead.training.dawn_tasks import _rng, _splits
+from talkinghead.training.video_data import numpy_rng as _rng
+from talkinghead.training.video_data import train_val_shards as _splits
 from talkinghead.training.loop import TrainConfig, TrainResult, train
 from talkinghead.training.run import dataclass_from, override
 from talkinghead.training.video_data import VideoShards

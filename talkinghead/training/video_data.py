@@ -46,6 +46,25 @@ class ClipBatch:
     blink: torch.Tensor         # (B, N, 2) delta from the source frame
 
 
+def numpy_rng(g: torch.Generator) -> np.random.Generator:
+    """A numpy generator seeded from the training loop's torch generator (one draw), so batches
+    drawn with numpy follow the loop's seed and resume."""
+    return np.random.default_rng(int(torch.randint(0, 2 ** 31 - 1, (1,), generator=g)))
+
+
+def train_val_shards(data: str, size: int) -> tuple[VideoShards, VideoShards]:
+    """`prepare`d shards' train and val splits; a single video validates on itself (warned)."""
+    import logging
+
+    train_set = VideoShards(data, "train", size)
+    try:
+        val_set = VideoShards(data, "val", size)
+    except InputError:
+        logging.getLogger("talkinghead").warning("%s: a single video; validating on it too", data)
+        val_set = train_set
+    return train_set, val_set
+
+
 class VideoShards:
     def __init__(self, root: str | Path, split: str = "train", size: int | None = None) -> None:
         root = Path(root)
