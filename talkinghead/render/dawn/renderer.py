@@ -28,17 +28,23 @@ from talkinghead.render.base import RenderInputs, paste_feathered
 from talkinghead.types import AudioClip, FaceAnalysis, Motion
 
 
+def _trained_config(cfg: dict, directory, stage: str, name: str) -> dict:
+    """A trained-here checkpoint's config if it is DAWN's `stage` in the released architecture;
+    else a one-line error (checkpoints of the earlier architecture are refused by name)."""
+    if cfg.get("model") == f"dawn_{stage}":
+        raise InputError(f"{directory}: a DAWN {name} of the earlier architecture, which is gone; retrain it "
+                         f"(`talkinghead train dawn --stage {stage}`)")
+    if cfg.get("model") != f"dawn_{stage}_released":
+        raise InputError(f"{directory}: not a DAWN {name} checkpoint")
+    return cfg
+
+
 def load_lfg(directory: str | Path):
     """A released-architecture LFG trained here (`train dawn --stage lfg`), frozen for inference."""
     from talkinghead.io.checkpoint import config_from, load_weights, read_config
     from talkinghead.render.dawn.lfg_mraa import MRAAConfig, MRAALatentFlowGenerator
 
-    fields_ = read_config(directory)["config"]
-    if fields_.get("model") == "dawn_lfg":
-        raise InputError(f"{directory}: a DAWN LFG of the earlier architecture, which is gone; retrain it "
-                         "(`talkinghead train dawn --stage lfg`)")
-    if fields_.get("model") != "dawn_lfg_released":
-        raise InputError(f"{directory}: not a DAWN LFG checkpoint")
+    fields_ = _trained_config(read_config(directory)["config"], directory, "lfg", "LFG")
     model = MRAALatentFlowGenerator(config_from(MRAAConfig, fields_))
     return load_weights(directory, model).float().eval().requires_grad_(False)
 
@@ -50,12 +56,7 @@ def load_a2v(directory: str | Path, steps: int = 10):
     from talkinghead.io.checkpoint import config_from, load_weights, read_config
     from talkinghead.render.dawn.unet3d import DawnA2V, Unet3DConfig
 
-    cfg = read_config(directory)["config"]
-    if cfg.get("model") == "dawn_a2v":
-        raise InputError(f"{directory}: a DAWN A2V-FDM of the earlier architecture, which is gone; retrain it "
-                         "(`talkinghead train dawn --stage a2v`)")
-    if cfg.get("model") != "dawn_a2v_released":
-        raise InputError(f"{directory}: not a DAWN A2V-FDM checkpoint")
+    cfg = _trained_config(read_config(directory)["config"], directory, "a2v", "A2V-FDM")
     a2v = DawnA2V(dataclasses.replace(config_from(Unet3DConfig, cfg), sampling_timesteps=steps))
     return load_weights(directory, a2v).float().eval(), cfg
 
