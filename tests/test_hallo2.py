@@ -238,3 +238,65 @@ def test_train_hallo2_on_the_command_line(shards, vae, tmp_path, capsys, portrai
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], err
     assert not (tmp_path / "bad").exists()
+
+
+def test_ref_drop_zeroes_the_reference_of_some_samples_with_motion_frames(shards, vae):
+    from talkinghead.render.ldm.hallo2 import Hallo2Config
+    from talkinghead.training.hallo2_tasks import Hallo2Task
+    from talkinghead.training.ldm_tasks import UNetTaskConfig
+
+    cfg = UNetTaskConfig(data=str(shards), vae=str(vae), val_samples=4, size=16, clip_length=10)
+    model_cfg = Hallo2Config(**{**TINY, "motion_frames": 2, "clip_frames": 3, "ref_drop": 0.5, "motion_drop": 0.3})
+    task = Hallo2Task(cfg, model_cfg, 4)
+    batch = task.train_batch(0, torch.Generator().manual_seed(0))
+    seen, model = [], task.model
+    wrapped = lambda x, t, zr, m, zf: seen.append((zr.flatten(1).abs().amax(1) == 0, zf is None)) or model(  # noqa: E731
+        x, t, zr, m, zf)
+    wrapped.parameters, wrapped.training = model.parameters, True
+    g = torch.Generator().manual_seed(3)
+    for _ in range(40):
+        task.loss(wrapped, batch, g)
+    with_frames = torch.cat([z for z, none in seen if not none])
+    without = torch.cat([z for z, none in seen if none])
+    assert 0.35 < with_frames.float().mean() < 0.65       # about half the samples: motion frames only
+    assert len(without) > 0 and not without.any()         # never both gone: reference kept without frames
+    seen.clear()
+    wrapped.training = False
+    task.loss(wrapped, batch, g)
+    assert not seen[0][0].any() and not seen[0][1]        # validation: reference and frames both there
+
+
+@pytest.mark.slow
+def test_motion_frame_ablations_change_the_output(checkpoint, portrait, portrait_face):
+    """The measurement knob of bench_hallo2_frames: zeroed / shuffled motion frames."""
+    from talkinghead.render.ldm.hallo2 import Hallo2Renderer
+    from talkinghead.types import Motion
+
+    r = Hallo2Renderer(checkpoint, steps=1, mode="crop", crop_size=16)
+    src = r.prepare(portrait, portrait_face)
+    n = 40                                                # clips of 4: 10 clips
+    motion = Motion(np.zeros((n, 52), np.float32), np.zeros((n, 3)), np.zeros((n, 3)), np.ones(n),
+                    np.zeros((n, 2)), relative=True)
+
+    def run(ablation):
+        seen, model = [], r.model
+        r.ablation = ablation
+        r.model = lambda x, t, zr, m, zf: seen.append(zf[0].clone()) or model(x, t, zr, m, zf)
+        r.model.config = model.config
+        try:
+            return list(r.latents(src, motion, None, 0)), seen
+        finally:
+            r.model, r.ablation = model, None
+
+    true, _ = run(None)
+    zero, seen_zero = run("zero")
+    shuffled, seen_shuffled = run("shuffle")
+    assert all(not f.any() for f in seen_zero)
+    assert (zero[0] - true[0]).abs().mean() > 1e-3        # motion frames change the output
+    assert all(torch.equal(a, b) for a, b in zip(shuffled[:4], true[:4]))   # < 4 clips back: as true
+    for k in range(5, 10):                                # then the last frames of a clip 3+ clips earlier
+        assert any(torch.equal(seen_shuffled[k], shuffled[j][-2:]) for j in range(max(0, k - 12), k - 3))
+    assert not all(torch.equal(a, b) for a, b in zip(shuffled, true))
+    r.ablation = "reversed"
+    with pytest.raises(ValueError, match="ablation"):
+        next(r.latents(src, motion, None, 0))

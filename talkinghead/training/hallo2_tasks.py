@@ -6,7 +6,9 @@ drop + Gaussian noise). A sample is a `prepare`d video's target frame i, its cli
 as the reference (FD2Talk's sampling, as `ldm_tasks.UNetTask`), the Motion of i relative to the
 reference, and the M frames that end d frames before i, d uniform in 1..clip_frames (what the
 target sees at generation: the previous clip's last frames). The corruption is applied here, in
-training only; the loss is FD2Talk's J_0 loss (Eq. 16), optionally mouth-weighted.
+training only; the loss is FD2Talk's J_0 loss (Eq. 16), optionally mouth-weighted. `motion_drop`
+drops the motion frames from that share of batches (the same UNet then renders without them);
+`ref_drop` zeroes the reference latent of that share of the other batches' samples.
 
 `talkinghead train hallo2 --config configs/hallo2/unet[.debug].json --data D --vae V -o DIR`
 (the VAE from `train fd2talk-render --stage vae`).
@@ -87,6 +89,9 @@ class Hallo2Task(UNetTask):
             zf = corrupt(zf, c.patch, c.patch_drop, c.noise_std, g)
             if c.motion_drop > 0 and float(torch.rand((), generator=g)) < c.motion_drop:
                 zf = None                                   # this batch: reference tokens only
+            elif c.ref_drop > 0:                            # these samples: motion frames only
+                keep = (torch.rand(len(zr), generator=g) >= c.ref_drop).to(zr)
+                zr = zr * keep[:, None, None, None]
         t = torch.randint(0, c.diffusion_steps, (len(z0),), generator=g).to(dev)
         noise = torch.randn(z0.shape, generator=g).to(dev)
         pred = model(self.schedule.add_noise(z0, noise, t), t, zr, b["motion"], zf)

@@ -19,6 +19,10 @@ ReferenceNet); our UNet has no ReferenceNet, so they join the reference's tokens
   probability `patch_drop`, then Gaussian noise of std `noise_std` added. With `motion_drop` > 0
   that share of batches trains without motion frames (reference tokens only), so the same
   weights also render without them (`use_motion_frames=False`): the drift benchmark's baseline.
+  With `ref_drop` > 0 that share of samples (in batches with motion frames) has its reference
+  latent zeroed (classifier-free dropout of the reference): appearance must then come from the
+  motion frames, so the UNet learns to read them (with the reference always there, a small
+  UNet learns to copy it and all but ignores the motion frames).
 * Generation (`Hallo2Renderer`): clips of `clip_frames` frames; the first clip's motion frames
   are the portrait's latent repeated (Hallo2 starts from the reference image); each later clip's
   are the last M latents of the clip before. Only those M latents are kept, so memory does not
@@ -48,6 +52,9 @@ class Hallo2Config(FD2TalkRenderConfig):
     noise_std: float = 0.5          # Gaussian noise on the motion-frame latents in training
     motion_drop: float = 0.0        # share of training batches without motion frames: > 0 makes one
     #                                 UNet serve both with them and without (the drift baseline)
+    ref_drop: float = 0.0           # share of training samples (with motion frames) whose reference
+    #                                 latent is zeroed (classifier-free dropout of the reference), so
+    #                                 the motion frames must carry appearance
     use_motion_frames: bool = True  # False: the plain FD2Talk UNet's conditions (the baseline)
     corrupt_at_inference: bool = False
 
@@ -100,13 +107,30 @@ def build_hallo2(fields: dict) -> Hallo2UNet:
 
 
 class Hallo2Renderer(FD2TalkRenderer):
-    """`generate --renderer hallo2`: FD2Talk's frame UNet, clip after clip on motion frames."""
+    """`generate --renderer hallo2`: FD2Talk's frame UNet, clip after clip on motion frames.
+
+    `ablation` (measurement only, None in use) replaces each clip's motion frames: "zero" by
+    zeros, "shuffle" by the generated last frames of a random clip 3-11 clips earlier (true
+    outputs of this run, at the wrong time; a ring of 12 clips, so memory stays flat)."""
 
     name = "hallo2"
     model_name = "hallo2"
+    ablation: str | None = None
+    ABLATIONS = (None, "zero", "shuffle")
 
     def build(self, fields: dict) -> Hallo2UNet:
         return build_hallo2(fields)
+
+    def _condition(self, frames_z: torch.Tensor, ring: list[torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        """The motion frames (1, M, C, h, w) this clip is conditioned on."""
+        cfg: Hallo2Config = self.model.config
+        if self.ablation == "zero":
+            frames_z = torch.zeros_like(frames_z)
+        elif self.ablation == "shuffle" and len(ring) > 3:
+            frames_z = ring[int(torch.randint(0, len(ring) - 3, (), generator=g))]
+        if cfg.corrupt_at_inference:
+            frames_z = corrupt(frames_z, cfg.patch, cfg.patch_drop, cfg.noise_std, g)
+        return frames_z
 
     @torch.no_grad()
     def latents(self, src: LDMSource, motion: Motion, audio: np.ndarray | None, seed: int) -> Iterator[torch.Tensor]:
@@ -114,20 +138,21 @@ class Hallo2Renderer(FD2TalkRenderer):
 
         if not motion.relative:
             raise ValueError("the Hallo2 renderer is driven by motion relative to the portrait")
+        if self.ablation not in self.ABLATIONS:
+            raise ValueError(f"unknown motion-frame ablation {self.ablation!r}: one of {self.ABLATIONS}")
         cfg: Hallo2Config = self.model.config
         vectors = torch.from_numpy(motion_vectors(motion)).to(getattr(self, "device", src.z.device))
         frames_z = src.z[:, None].expand(1, cfg.motion_frames, -1, -1, -1)           # (1, M, C, h, w)
         g = torch.Generator().manual_seed(seed)
+        ring: list[torch.Tensor] = []
         for a in range(0, len(motion), cfg.clip_frames):
             frames = range(a, min(len(motion), a + cfg.clip_frames))
             n = len(frames)
-            cond = frames_z
-            if cfg.corrupt_at_inference:
-                cond = corrupt(frames_z, cfg.patch, cfg.patch_drop, cfg.noise_std, g)
+            cond = self._condition(frames_z, ring, g)
             zr, zf = src.z.expand(n, -1, -1, -1), cond.expand(n, -1, -1, -1, -1)
             m = vectors[frames.start:frames.stop]
             z = self.sample(lambda x, t: self.model(x, t, zr, m, zf), frame_noise(src.z.shape[1:], frames, seed))
             yield z
             last = torch.cat([frames_z[0], z], 0)[-cfg.motion_frames:]                  # (M, C, h, w)
             frames_z = last[None]
-
+            ring = (ring + [frames_z])[-12:]
