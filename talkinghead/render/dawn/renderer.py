@@ -2,8 +2,8 @@
 architecture, the released one (`lfg_mraa.py`, `unet3d.py`), from either
 
 * the authors' released 128 / 256 files (`--dawn-checkpoints DIR`, `official.py`; HuBERT-large
-  features, pose/eye conditions converted from the motion model's relative Motion; the released
-  PBNet is not ported), or
+  features; pose/eye conditions from the released PBNet when DIR holds it (`pbnet_seperate/` or
+  `pbnet_both/`, `motion/pbnet_released.py`), else converted from the motion model's Motion), or
 * a checkpoint trained here (`--dawn-checkpoint DIR` holding `lfg/` and `a2v/`, each
   model.safetensors + config.json; `talkinghead train dawn`, any size, e.g. the CPU-sized config),
   conditioned as it was trained (`conditions.pose_blink`, the audio features it was trained on).
@@ -81,6 +81,7 @@ class DawnSource:
     skips: list                           # the LFG generator's encoder levels of the crop
     fea: torch.Tensor                     # (1, 256 + 16, S/4, S/4): z_src and the face box embedding
     face_width: float                     # the face box's width in portrait pixels
+    face: FaceAnalysis | None = None      # the portrait's face (the released PBNet's first state)
 
 
 class DawnRenderer:
@@ -91,8 +92,9 @@ class DawnRenderer:
     crops_itself = True
 
     def __init__(self, lfg, a2v, features, mode: str = "full", crop_size: int = 512, chunk: int = 32,
-                 crop_expand: float = 1.6) -> None:
+                 crop_expand: float = 1.6, pbnet=None) -> None:
         self.lfg, self.a2v, self.features = lfg, a2v, features    # features(clip, fps, frames) -> (1, T, D)
+        self.pbnet = pbnet        # the released PBNet (motion/pbnet_released.py): pose/eyes from the audio
         self.size = lfg.config.size
         self.mode, self.crop_size, self.chunk = mode, crop_size, chunk
         self.crop_expand = crop_expand    # the square crop around the face box (HDTF-like framing)
@@ -111,11 +113,13 @@ class DawnRenderer:
 
     @classmethod
     def from_files(cls, path: str | Path, steps: int = 20, mode: str = "full", crop_size: int = 512):
+        from talkinghead.motion.pbnet_released import find_released_pbnet
         from talkinghead.render.dawn.official import find_checkpoints, load_official_a2v, load_official_lfg
 
         lfg_file, a2v_file, size = find_checkpoints(path)
         return cls(load_official_lfg(lfg_file, size), load_official_a2v(a2v_file, steps=steps),
-                   HubertFeatures(lfg_file.parent / "hubert-large-ls960-ft"), mode, crop_size)
+                   HubertFeatures(lfg_file.parent / "hubert-large-ls960-ft"), mode, crop_size,
+                   pbnet=find_released_pbnet(lfg_file.parent))
 
     @classmethod
     def from_trained(cls, root: Path, steps: int = 10, mode: str = "full", crop_size: int = 512):
@@ -137,7 +141,7 @@ class DawnRenderer:
         emb = self.a2v.face_loc_emb(face_box_mask(lm, self.size))
         skips = self.lfg.generator.encode(x)
         x0, _, x1, _ = face.bbox
-        return DawnSource(image, box, x, skips, torch.cat([skips[-1], emb], 1), float(x1 - x0))
+        return DawnSource(image, box, x, skips, torch.cat([skips[-1], emb], 1), float(x1 - x0), face)
 
     @torch.no_grad()
     def motion_latents(self, src: DawnSource, audio: torch.Tensor, motion: Motion, seed: int = 0) -> torch.Tensor:
@@ -149,6 +153,8 @@ class DawnRenderer:
             from talkinghead.render.dawn.conditions import pose_blink
 
             pose, eyes = (torch.from_numpy(a)[None] for a in pose_blink(motion))
+        elif self.pbnet is not None:          # the released PBNet, from the same HuBERT features
+            pose, eyes = self.pbnet.deltas(audio, src.face, seed)
         else:
             pose = torch.from_numpy(pose_from_motion(motion, src.face_width))[None]
             eyes = torch.from_numpy(eyes_from_motion(motion))[None]
