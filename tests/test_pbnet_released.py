@@ -129,6 +129,7 @@ def test_released_inference_normalises_as_released(tmp_path, portrait_face):
     """A decoder whose last layer is zero predicts no change, so the driving state is the source's
     exactly (the released normalisation round trip); a constant change of the normalised state
     maps to that change times (max - min). Joint and separate files alike."""
+    from talkinghead.errors import InputError
     from talkinghead.motion.pbnet_released import POSE_MAX, POSE_MIN, find_released_pbnet, source_state
 
     pose_src, blink_src = source_state(portrait_face)
@@ -150,6 +151,8 @@ def test_released_inference_normalises_as_released(tmp_path, portrait_face):
         span = np.subtract(POSE_MAX, POSE_MIN)
         assert dpose.shape == (1, 30, 6) and dblink.shape == (1, 30, 2)
         assert np.allclose(dpose[0].numpy(), 0.01 * span, rtol=1e-3) and np.allclose(dblink[0].numpy(), 0.01, atol=1e-6)
+    with pytest.raises(InputError, match="16-wide audio features"):
+        pb(torch.randn(1, 30, 24), pose_src, blink_src)
 
 
 @pytest.mark.slow

@@ -357,6 +357,9 @@ class ReleasedPoseBlink:
                  generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
         """audio (1, T, A) -> driving pose (T, 6) [yaw, pitch, roll, scale, tx, ty] and eyes (T, 2),
         absolute, in the released units."""
+        want = (self.joint or self.pose).config.audio_dim
+        if audio.shape[-1] != want:
+            raise InputError(f"the released PBNet takes {want}-wide audio features (HuBERT-large), got {audio.shape[-1]}")
         lo, hi = torch.tensor(POSE_MIN), torch.tensor(POSE_MAX)
         pose0 = torch.as_tensor(np.asarray(pose_src, np.float32)).reshape(1, 1, 6)
         blink0 = torch.as_tensor(np.asarray(blink_src, np.float32)).reshape(1, 1, 2)
