@@ -24,14 +24,18 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _filled(model: torch.nn.Module) -> dict:
-    """The fixtures' weights: dawn/weights.py's random_state by key, the sinusoid tables kept."""
+def _filled(model: torch.nn.Module, seed: int | None = None) -> dict:
+    """The fixtures' weights: dawn/weights.py's random_state by key (seed 0), the sinusoid tables
+    kept; with `seed`, random_state(seed) then refills all but the tables and RoPE frequencies
+    (make_fixtures.py's `released_model`)."""
     spec = importlib.util.spec_from_file_location("dawn_fixture_weights", FIXTURES / "weights.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     sd = model.state_dict()
     state = module.random_state(sd, 0)
     state.update({k: v for k, v in sd.items() if k.endswith(".pe")})
+    if seed is not None:
+        state.update(module.random_state({k: v for k, v in state.items() if not k.endswith((".pe", ".freqs"))}, seed))
     return state
 
 
@@ -73,6 +77,35 @@ def test_released_pbnet_equals_the_official_code():
         bias.window_width = 10 ** 6
     wide = model.generate(io["reemb8.init"], io["reemb8.audio"], torch.Generator().manual_seed(11), chunk=1024)
     assert (wide - io["reemb8.output"]).abs().max() > 1e-3
+
+
+def test_released_inference_equals_the_official_scripts():
+    """The normalisation around the models as the official scripts run it, same weights and seed:
+    the joint model (63cefa4's tvae_eval_single_both_eye_pose.evaluate) and the separate pose and
+    blink models (the current unified_video_generator's generate_pose_blink): driving pose and eyes
+    within 1e-4 of the official, in the normalised units (pose / (max - min))."""
+    from safetensors.torch import load_file
+
+    from talkinghead.motion.pbnet_released import (POSE_MAX, POSE_MIN, ReleasedPBNet, ReleasedPBNetConfig,
+                                                   ReleasedPoseBlink)
+
+    io = load_file(str(FIXTURES / "pbnet" / "pbnet_io.safetensors"))
+    meta = json.loads((FIXTURES / "pbnet" / "pbnet_meta.json").read_text())["pipelines"]
+
+    def model(pos: int, eye: int, seed: int) -> ReleasedPBNet:
+        m = ReleasedPBNet(ReleasedPBNetConfig.debug(pos_dim=pos, eye_dim=eye)).eval()
+        m.load_state_dict(_filled(m, seed))
+        return m
+
+    seeds, span = meta["weight_seeds"], torch.tensor(POSE_MAX) - torch.tensor(POSE_MIN)
+    runs = {"joint": ReleasedPoseBlink(joint=model(6, 2, seeds["joint"])),
+            "sep": ReleasedPoseBlink(pose=model(6, 0, seeds["pose"]), blink=model(0, 2, seeds["blink"]))}
+    for name, pb in runs.items():
+        pose, blink = pb(io["pipe.audio"][None], io["pipe.pose_src"].numpy(), io["pipe.blink_src"].numpy(),
+                         torch.Generator().manual_seed(meta["seed"]))
+        assert ((torch.from_numpy(pose) - io[f"pipe.{name}_pose"]) / span).abs().max() < 1e-4, name
+        assert (torch.from_numpy(blink) - io[f"pipe.{name}_blink"]).abs().max() < 1e-4, name
+        assert (io[f"pipe.{name}_pose"] - io["pipe.pose_src"]).abs().max() > 1        # they moved
 
 
 def write_released_pbnet(folder: Path, joint: bool = False, audio_dim: int = 16) -> None:
