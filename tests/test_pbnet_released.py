@@ -126,7 +126,8 @@ def write_released_pbnet(folder: Path, joint: bool = False, audio_dim: int = 16)
 
 def test_released_pbnet_files_load_by_key_and_refuse_bad_ones_in_one_line(tmp_path):
     from talkinghead.errors import InputError
-    from talkinghead.motion.pbnet_released import find_released_pbnet, load_released_pbnet
+    from talkinghead.motion.pbnet_released import (ReleasedPBNet, ReleasedPBNetConfig, find_released_pbnet,
+                                                   load_released_pbnet)
 
     assert find_released_pbnet(tmp_path) is None
     write_released_pbnet(tmp_path)
@@ -139,6 +140,19 @@ def test_released_pbnet_files_load_by_key_and_refuse_bad_ones_in_one_line(tmp_pa
         (6, 0, 16, 16, 2, 2, 32)
     pb = find_released_pbnet(tmp_path)
     assert pb.joint is None and pb.blink.config.eye_dim == 2
+    # opt.yaml as the training script dumps it (Python tags are not constructed) names the variant:
+    # reemb8 weights under a reemb5 opt.yaml have mis-shaped RoPE tables; reemb5 weights load
+    (path.parent / "opt.yaml").write_text("archiname: transformerreemb5\nmax_distance: 64\n"
+                                          "device: !!python/object/apply:os.system [echo pwned]\n")
+    with pytest.raises(InputError, match="mis-shaped, e.g. .*rotary_emb.freqs"):
+        load_released_pbnet(path)
+    torch.save(ReleasedPBNet(ReleasedPBNetConfig.debug(archiname="transformerreemb5", eye_dim=0)).state_dict(), path)
+    c = load_released_pbnet(path).config
+    assert (c.archiname, c.max_distance, c.rope(0)) == ("transformerreemb5", 64, 2)
+    (path.parent / "opt.yaml").write_text("archiname: transformerreemb7\n")
+    with pytest.raises(InputError, match="transformerreemb7.*not supported"):
+        load_released_pbnet(path)
+    (path.parent / "opt.yaml").write_text("archiname: transformerreemb8\nmax_distance: 32\n")
     bad = dict(saved)
     bad["decoder.init_proj.weights"] = bad.pop("decoder.init_proj.weight")                # a renamed key
     torch.save(bad, path)

@@ -291,14 +291,20 @@ def config_from_state(state: dict, opt: dict | None = None) -> ReleasedPBNetConf
 
 
 def read_opt(folder: Path) -> dict:
-    """The opt.yaml shipped beside a released checkpoint (plain YAML; {} when absent or unreadable)."""
+    """The opt.yaml shipped beside a released checkpoint ({} when absent or unreadable). Read with
+    a safe loader that turns any Python-object tag (the training script dumps its whole argument
+    dict) into None instead of constructing it."""
     import yaml
 
+    class Lenient(yaml.SafeLoader):
+        pass
+
+    Lenient.add_multi_constructor("", lambda loader, suffix, node: None)
     path = folder / "opt.yaml"
     if not path.is_file():
         return {}
     try:
-        opt = yaml.safe_load(path.read_text())
+        opt = yaml.load(path.read_text(), Loader=Lenient)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         return {}
     return opt if isinstance(opt, dict) else {}
