@@ -463,6 +463,46 @@ def _judge(name: str, ckpt: Path, picks: list[dict], steps: int, reuse: bool) ->
                         ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib")}}
 
 
+def floor(picks: list[dict], vae: Path | None, size: int = 64, expand: float = 1.6) -> dict:
+    """What the held-out clips can show through the renderers' crop before any UNet: each teacher
+    frame cropped at the portrait's box (as `generate` crops), resized to `size` px, through the
+    VAE's round trip when `vae` is given, pasted back into the frame; judged as `_judge` judges."""
+    import bench_dawn
+    import torch
+
+    from talkinghead.face.crop import crop_box, crop_image
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.io.image import read_image
+    from talkinghead.io.video import iter_frames, write_video
+    from talkinghead.render.base import paste_feathered
+    from talkinghead.render.ldm.autoencoder import decode, encode, load_vae
+
+    model = load_vae(vae) if vae else None
+
+    def through(crop: np.ndarray) -> np.ndarray:
+        if model is None:
+            return crop
+        with torch.no_grad():
+            x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1          # (1, 3, S, S)
+            y = decode(model, encode(model, x, 1.0), 1.0)[0].permute(1, 2, 0).numpy()
+        return ((y + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8)
+
+    rows, cpu = [], _cpu_s()
+    for i, c in enumerate(picks):
+        with FaceLandmarker() as lm:
+            box = crop_box(analyze_portrait(read_image(c["portrait"]), "portrait", lm), expand)
+        out = CHECK / "floor" / f"{'vae' if vae else 'px'}{size}" / Path(c["video"]).name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_video(out, (paste_feathered(f, box, through(crop_image(f, box, size))) for f in iter_frames(c["video"])),
+                    25.0, audio=c["wav"])
+        judged = bench_dawn.judge(out, c["phones"], picks[(i + 1) % len(picks)]["phones"], Path(c["portrait"]))
+        rows.append({"clip": out.name, **{k: float(v) for k, v in judged.items()}})
+        print("floor", vae, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+    return {"size": size, "expand": expand, "vae": str(vae) if vae else None, "test": rows,
+            "cpu_minutes": (_cpu_s() - cpu) / 60, "uptime": _uptime(),
+            "summary": {k: float(np.mean([r[k] for r in rows])) for k in ("r", "r_other_clip", "dlib_distance")}}
+
+
 def picture(picks: list[dict], names: list[str], path: Path, size: int = 128) -> None:
     """The held-out clips' face crops at four instants: the geometric teacher's frames (the real
     portrait animated) above each renderer's output, one column block per clip."""
@@ -530,6 +570,12 @@ def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: i
 
 
 
+def torch_threads_one() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -556,6 +602,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="--check: judge the existing checkpoints")
     ap.add_argument("--picture", action="store_true", help="after --check: docs/ldm_check.jpg, the held-out "
                     "clips' teacher frames above each renderer's")
+    ap.add_argument("--floor", action="store_true", help="the held-out teacher clips through the 64 px crop "
+                    "alone and through the trained VAE's round trip, judged (bench/results/ldm_check.json: floor)")
     ap.add_argument("--render-steps", type=int, default=5, help="--check: DDIM steps when generating")
     ap.add_argument("--gap", action="store_true", help="after --check: the UNets' loss with the true vs another "
                     "frame's condition (bench/results/ldm_check.json gains it)")
@@ -590,6 +638,15 @@ def main() -> None:
             "fd2talk": condition_gap("fd2talk-render", ROOT / "configs/fd2talk_render/unet.cpu.json", ck / "fd2talk",
                                      CHECK / "data"),
             "uptime": _uptime()}
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        return
+    if a.floor:
+        sys.path.insert(0, str(ROOT / "bench"))
+        torch_threads_one()
+        out = ROOT / "bench/results/ldm_check.json"
+        res = json.loads(out.read_text()) if out.exists() else {}
+        picks = check_data(a.train_clips, a.test_clips)[1][::2]
+        res["floor"] = {"pixels": floor(picks, None), "vae": floor(picks, CHECK / "ckpt" / "vae")}
         out.write_text(json.dumps(res, indent=1) + "\n")
         return
     if a.picture:

@@ -293,6 +293,38 @@ def test_unet_loss_falls(shards):
         assert losses[-1] < 0.75 * losses[0], (renderer, losses)
 
 
+def test_difftalk_training_inputs_hide_the_target(shards):
+    """masked_source "other": the reference and the masked frame (with its outline) are other
+    frames than the target, at least ref_min_gap away, so the target's mouth reaches the UNet
+    through its audio only; "target" (the paper's) masks the target itself."""
+    from talkinghead.errors import InputError
+    from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae
+    from talkinghead.training.ldm_tasks import UNetTask, UNetTaskConfig
+    from talkinghead.io.checkpoint import save_model
+
+    torch.manual_seed(0)
+    vae_dir = shards.parent / "vae_for_inputs"
+    vcfg = VAEConfig(size=32, channels=(16, 16), groups=8, perceptual_weight=0)
+    save_model(vae_dir, build_vae(vcfg), {"model": "ldm_vae", **vcfg.__dict__})
+    cfg = DiffTalkConfig(**{**TINY, "audio_window": 2, "audio_hidden": 16, "landmark_rays": 8, "landmark_hidden": 16})
+    for source in ("other", "target"):
+        task = UNetTask("difftalk", UNetTaskConfig(data=str(shards), vae=str(vae_dir), ref_min_gap=10, val_samples=4,
+                                                   size=16, masked_source=source), cfg, 4)
+        b = task.train_samples.draw(24, np.random.default_rng(3), task.cfg, task.model_cfg)
+        i, r, m = b["index"].T
+        assert ((i - r).abs() >= 10).all()
+        assert ((i - m).abs() >= 10).all() if source == "other" else torch.equal(m, i)
+        # the masked input is frame m's image with the mouth box blanked
+        videos = task.train_samples.shards.videos
+        for k in range(4):
+            v = videos[int(b["video"][k])]
+            image = task.train_samples._images(v, [int(m[k])])
+            assert torch.equal(b["masked"][k:k + 1], mask_mouth(image, cfg.mouth_box))
+            assert torch.equal(b["target"][k:k + 1], task.train_samples._images(v, [int(i[k])]))
+    with pytest.raises(InputError, match="masked_source"):
+        UNetTask("difftalk", UNetTaskConfig(data=str(shards), vae=str(vae_dir), masked_source="mouth"), cfg, 4)
+
+
 def _run(*args: str) -> None:
     from talkinghead.cli import main
 
@@ -379,6 +411,12 @@ def test_renderers_stream_chunk_independent_frames(checkpoint, shards, portrait,
     keep = 1 - dstate.extra["mouth"]
     assert 0 < keep.mean() < 1 and torch.equal(z * keep, dstate.z * keep)
     assert not torch.equal(z, dstate.z)
+    # and the frame shown keeps the portrait's pixels outside the (feathered) mouth box
+    img = np.random.default_rng(1).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    shown, alpha = d.compose(dstate, img), dstate.extra["alpha"].numpy()[..., 0]
+    portrait = ((dstate.crop[0].permute(1, 2, 0).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8)
+    assert (alpha == 0).any() and (alpha == 1).any()
+    assert np.array_equal(shown[alpha == 0], portrait[alpha == 0]) and np.array_equal(shown[alpha == 1], img[alpha == 1])
 
 
 @pytest.mark.slow

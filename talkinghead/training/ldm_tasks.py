@@ -127,9 +127,30 @@ class UNetTaskConfig:
     vae: str = ""                  # `--stage vae` checkpoint or a diffusers AutoencoderKL folder
     size: int = 0                  # crop side; 0: the VAE's training size (ours) or the shards'
     ref_min_gap: int = 60          # DiffTalk: the reference is this far from the target (or farthest)
+    # DiffTalk's masked frame (and face outline): "target" (the paper: the target itself, masked) or
+    # "other": another frame of the video, ref_min_gap away (see `reference_frame`)
+    masked_source: str = "target"
     clip_length: int = 25          # FD2Talk: the reference is the first frame of such a clip
     mouth_weight: float = 1.0      # loss weight of the mouth's latent cells (1: the papers' loss)
     val_samples: int = 16
+
+
+def reference_frame(length: int, i: int, gap: int, rng: np.random.Generator) -> int:
+    """DiffTalk's reference for target frame i: a frame at least `gap` away (or the farthest).
+    With masked_source "other", the masked frame and the outline are another such draw.
+
+    Why not the target's own masked copy (the paper's choice) on CPU: in `generate` the masked
+    frame is the still portrait, which says nothing of the audio; a frame's own masked copy
+    does. On the check's videos (the geometric teacher's), a ridge probe on held-out videos reads
+    the jaw opening (within each video) from the target's masked latent at r 0.90 (the face
+    around the mouth moves with it), from a far frame of the nearest head pose still at 0.65
+    (the measured pose moves with the jaw), from a random far frame at 0.08: the UNet learns to
+    read the mouth from there and ignores the audio (measured: its held-out loss was the same
+    with another frame's audio). A random far frame leaves the audio the only source of the mouth,
+    as at inference."""
+    d = np.abs(np.arange(length) - i)
+    far = np.nonzero(d >= gap)[0]
+    return int(rng.choice(far)) if len(far) else int(d.argmax())
 
 
 class FrameSamples:
@@ -143,32 +164,45 @@ class FrameSamples:
                        for v in shards.videos]
 
     def draw(self, n: int, rng: np.random.Generator, cfg: UNetTaskConfig, model_cfg) -> dict[str, torch.Tensor]:
-        from talkinghead.data.prepare import FACE_BIT, LIP_BIT
-
-        keys = ("target", "ref", "audio", "outline", "motion", "lips")
-        out: dict[str, list] = {k: [] for k in keys}
+        """n samples: target and reference images (n, 3, S, S) in [-1, 1]; DiffTalk: the masked
+        frame, the audio window, the outline and `index` (n, 3): the target's, reference's and
+        masked frame's indices; FD2Talk: the Motion relative to the reference and the lips;
+        `video` (n,): the samples' videos."""
+        out: dict[str, list] = {}
         for _ in range(n):
             k = int(rng.integers(len(self.shards.videos)))
-            v, mv = self.shards.videos[k], self.motion[k]
-            if isinstance(model_cfg, DiffTalkConfig):
-                i = int(rng.integers(len(v)))
-                gap = np.abs(np.arange(len(v)) - i)
-                far = np.nonzero(gap >= cfg.ref_min_gap)[0]
-                r = int(rng.choice(far)) if len(far) else int(gap.argmax())
-                win = audio_windows(np.asarray(v.features), np.array([i]), model_cfg.audio_window)[0]
-                out["audio"].append(win)
-                face = (np.asarray(v.masks[i]) & FACE_BIT) > 0
-                out["outline"].append(torch.from_numpy(outline_features(face, model_cfg.landmark_rays,
-                                                                        model_cfg.mouth_box)))
-            else:
-                r = int(rng.integers(max(1, len(v) - cfg.clip_length + 1)))
-                i = min(len(v) - 1, r + int(rng.integers(cfg.clip_length)))
-                out["motion"].append(torch.from_numpy(mv[i] - mv[r]))
-                out["lips"].append(torch.from_numpy(((np.asarray(v.masks[i]) & LIP_BIT) > 0)[None].astype(np.float32)))
-            both = self.shards._images(np.stack([v.frames[i], v.frames[r]])) * 2 - 1   # (2, 3, S, S)
-            out["target"].append(both[0])
-            out["ref"].append(both[1])
-        return {k: torch.stack(x) for k, x in out.items() if x}
+            v = self.shards.videos[k]
+            add = self._difftalk if isinstance(model_cfg, DiffTalkConfig) else self._fd2talk
+            for key, x in {"video": torch.tensor(k), **add(v, self.motion[k], rng, cfg, model_cfg)}.items():
+                out.setdefault(key, []).append(x)
+        return {k: torch.stack(x) for k, x in out.items()}
+
+    def _images(self, v, frames: list[int]) -> torch.Tensor:
+        return self.shards._images(np.stack([v.frames[j] for j in frames])) * 2 - 1   # (len, 3, S, S)
+
+    def _difftalk(self, v, mv: np.ndarray, rng: np.random.Generator, cfg: UNetTaskConfig,
+                  model_cfg: DiffTalkConfig) -> dict[str, torch.Tensor]:
+        from talkinghead.data.prepare import FACE_BIT
+
+        i = int(rng.integers(len(v)))
+        r = reference_frame(len(v), i, cfg.ref_min_gap, rng)
+        m = i if cfg.masked_source == "target" else reference_frame(len(v), i, cfg.ref_min_gap, rng)
+        img = self._images(v, [i, r, m])
+        face = (np.asarray(v.masks[m]) & FACE_BIT) > 0
+        return {"target": img[0], "ref": img[1], "masked": mask_mouth(img[2:], model_cfg.mouth_box)[0],
+                "index": torch.tensor([i, r, m]),
+                "audio": audio_windows(np.asarray(v.features), np.array([i]), model_cfg.audio_window)[0],
+                "outline": torch.from_numpy(outline_features(face, model_cfg.landmark_rays, model_cfg.mouth_box))}
+
+    def _fd2talk(self, v, mv: np.ndarray, rng: np.random.Generator, cfg: UNetTaskConfig,
+                 model_cfg) -> dict[str, torch.Tensor]:
+        from talkinghead.data.prepare import LIP_BIT
+
+        r = int(rng.integers(max(1, len(v) - cfg.clip_length + 1)))
+        i = r + int(rng.integers(min(cfg.clip_length, len(v) - r)))
+        img = self._images(v, [i, r])
+        return {"target": img[0], "ref": img[1], "motion": torch.from_numpy(mv[i] - mv[r]),
+                "lips": torch.from_numpy(((np.asarray(v.masks[i]) & LIP_BIT) > 0)[None].astype(np.float32))}
 
 
 class UNetTask:
@@ -176,6 +210,8 @@ class UNetTask:
         from talkinghead.render.ldm.autoencoder import downsampling, is_diffusers_vae, load_vae
 
         self.renderer, self.cfg, self.batch_size = renderer, cfg, batch_size
+        if cfg.masked_source not in ("target", "other"):
+            raise InputError(f"task.masked_source {cfg.masked_source!r}: \"target\" or \"other\"")
         self.vae = load_vae(cfg.vae)
         ours = not is_diffusers_vae(cfg.vae)
         size = cfg.size or (self.vae.config.sample_size if ours else 0) or None
@@ -213,8 +249,7 @@ class UNetTask:
         with torch.no_grad():
             z0 = encode(self.vae, b["target"], self.scale)
             zr = encode(self.vae, b["ref"], self.scale)
-            zm = encode(self.vae, mask_mouth(b["target"], self.model_cfg.mouth_box), self.scale) \
-                if self.renderer == "difftalk" else None
+            zm = encode(self.vae, b["masked"], self.scale) if self.renderer == "difftalk" else None
         t = torch.randint(0, self.model_cfg.diffusion_steps, (len(z0),), generator=g).to(dev)
         noise = torch.randn(z0.shape, generator=g).to(dev)
         zt = self.schedule.add_noise(z0, noise, t)

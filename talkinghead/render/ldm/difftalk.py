@@ -25,7 +25,14 @@ Portraits Animation", CVPR 2023; ../shared/papers/difftalk.txt, Sec. 3).
   latent cells of the mouth box are generated; every DDIM step's x0 estimate keeps the
   portrait's latent elsewhere.
 
-The UNet predicts epsilon (LDM). In `generate`, the masked frame and the landmarks are the
+The UNet predicts epsilon (LDM), or the clean latent with `prediction: "x0"` (the CPU config, as
+FD2Talk's Eq. 16): under the epsilon loss what the audio tells (the mouth at high noise levels) is
+weighed by alpha_bar / (1 - alpha_bar), near zero, and a small model trained for minutes was
+measured to ignore the audio (held-out loss 0.018202 with it vs 0.018203 with another frame's).
+Training's masked frame is the target's (the paper) or, `masked_source: "other"` (the CPU config,
+training/ldm_tasks.py `reference_frame`), another frame far from it: in `generate` it is the still
+portrait, so the target's own masked copy, from which its mouth opening can be read (measured:
+r 0.90), is a shortcut that is gone at inference. In `generate`, the masked frame and the landmarks are the
 portrait's: DiffTalk re-synthesises the mouth from the audio; head pose and blinks of the Motion
 are not used (the paper takes them from the masked frames of a driving video).
 """
@@ -62,6 +69,16 @@ def mask_mouth(x: torch.Tensor, box: tuple[float, float, float, float]) -> torch
     out = x.clone()
     out[..., y0:y1, x0:x1] = 0
     return out
+
+
+def box_alpha(size: int, box: tuple[float, float, float, float], feather: float = 0.06) -> np.ndarray:
+    """(S, S, 1) float32: 1 inside the box (fractions of the crop), ramping to 0 at its edge over
+    `feather` of the crop side; what `DiffTalkRenderer.compose` takes from the generated crop."""
+    x0, y0, x1, y1 = (v * size for v in box)
+    c = np.arange(size) + 0.5
+    f = max(1.0, feather * size)
+    ramp = lambda a, b: np.clip(np.minimum(c - a, b - c) / f, 0, 1)  # noqa: E731
+    return (ramp(y0, y1)[:, None] * ramp(x0, x1)[None, :])[..., None].astype(np.float32)
 
 
 def latent_box(h: int, box: tuple[float, float, float, float]) -> torch.Tensor:
@@ -165,6 +182,10 @@ class DiffTalkRenderer(LDMRenderer):
     model_name = "difftalk"
     progressive = True                    # Sec. 3.3; False: the portrait is every frame's reference
     inpaint = True                        # Sec. 3.3 "masked z_T": only the mouth box is generated
+    # with inpaint, the frame shown is the portrait's crop with the mouth box (feathered) of the
+    # decoded one: what was not generated keeps the portrait's pixels, not the VAE's round trip
+    # (which alone costs a small VAE's identity: dlib 0.52-0.55 on the check's frames)
+    paste_mouth = True
 
     def build(self, fields: dict) -> DiffTalkUNet:
         return build_difftalk(fields)
@@ -178,7 +199,15 @@ class DiffTalkRenderer(LDMRenderer):
         outline = outline_features((src.masks & FACE_BIT) > 0, cfg.landmark_rays, cfg.mouth_box)
         z_masked = encode(self.vae, mask_mouth(src.crop, cfg.mouth_box), self.scale)
         box = latent_box(z_masked.shape[-1], cfg.mouth_box)
-        return {"z_masked": z_masked, "outline": torch.from_numpy(outline)[None], "mouth": box}
+        alpha = torch.from_numpy(box_alpha(src.crop.shape[-1], cfg.mouth_box))
+        return {"z_masked": z_masked, "outline": torch.from_numpy(outline)[None], "mouth": box, "alpha": alpha}
+
+    def compose(self, src: LDMSource, crop: np.ndarray) -> np.ndarray:
+        if not (self.inpaint and self.paste_mouth):
+            return crop
+        alpha = src.extra["alpha"].cpu().numpy()                              # (S, S, 1)
+        portrait = ((src.crop[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5)  # (S, S, 3)
+        return (alpha * crop + (1 - alpha) * portrait + 0.5).clip(0, 255).astype(np.uint8)
 
     @torch.no_grad()
     def latents(self, src: LDMSource, motion: Motion, audio: np.ndarray, seed: int) -> Iterator[torch.Tensor]:

@@ -131,6 +131,11 @@ class LDMRenderer:
         src.extra = {k: v.to(self.device) for k, v in self.conditions(src).items()}
         return src
 
+    def compose(self, src: LDMSource, crop: np.ndarray) -> np.ndarray:
+        """The decoded (S, S, 3) uint8 crop -> the crop to show (a renderer that generates a part
+        of the face keeps the portrait's pixels elsewhere)."""
+        return crop
+
     def paste(self, src: LDMSource, crop: np.ndarray) -> np.ndarray:
         """The generated crop back into the full portrait, feathered over the box's edge (the
         paste-back the DAWN and SadTalker renderers use)."""
@@ -156,6 +161,7 @@ class LDMRenderer:
 
         out = (decode(self.vae, z, self.scale, src.z).cpu() + 1) / 2               # (c, 3, S, S)
         for img in (out.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8):
+            img = self.compose(src, img)
             yield (self.paste(src, img) if self.mode == "full"
                    else cv2.resize(img, (self.crop_size, self.crop_size), interpolation=cv2.INTER_CUBIC))
 
