@@ -300,3 +300,21 @@ def test_motion_frame_ablations_change_the_output(checkpoint, portrait, portrait
     r.ablation = "reversed"
     with pytest.raises(ValueError, match="ablation"):
         next(r.latents(src, motion, None, 0))
+
+
+@torch.no_grad()
+def test_reference_scale_mixes_the_reference_in_classifier_free():
+    from talkinghead.render.ldm.hallo2 import Hallo2Renderer
+
+    r = Hallo2Renderer.__new__(Hallo2Renderer)            # the denoiser alone: no checkpoint needed
+    r.model = _model()
+    g = torch.Generator().manual_seed(0)
+    x, zr = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+    zf, m, t = torch.randn(2, 2, 4, 8, 8, generator=g), torch.randn(2, 58, generator=g), torch.tensor([5, 80])
+    cond, free = r.model(x, t, zr, m, zf), r.model(x, t, torch.zeros_like(zr), m, zf)
+    assert (cond - free).abs().max() > 1e-4
+    for s, want in ((1.0, cond), (0.0, free), (0.5, free + 0.5 * (cond - free)), (2.0, 2 * cond - free)):
+        r.model.config.reference_scale = s
+        assert torch.allclose(r._denoiser(zr, m, zf)(x, t), want, atol=1e-5), s
+    r.model.config.reference_scale, r.model.config.use_motion_frames = 0.0, False
+    assert torch.allclose(r._denoiser(zr, m, None)(x, t), r.model(x, t, zr, m, None))   # baseline keeps it

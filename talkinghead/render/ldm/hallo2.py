@@ -56,6 +56,9 @@ class Hallo2Config(FD2TalkRenderConfig):
     #                                 latent is zeroed (classifier-free dropout of the reference), so
     #                                 the motion frames must carry appearance
     use_motion_frames: bool = True  # False: the plain FD2Talk UNet's conditions (the baseline)
+    reference_scale: float = 1.0    # generation with motion frames: x0 = x0(no ref) + s (x0(ref) -
+    #                                 x0(no ref)) (a UNet trained with ref_drop); 0: the motion
+    #                                 frames alone carry appearance after the first clip
     corrupt_at_inference: bool = False
 
 
@@ -132,6 +135,17 @@ class Hallo2Renderer(FD2TalkRenderer):
             frames_z = corrupt(frames_z, cfg.patch, cfg.patch_drop, cfg.noise_std, g)
         return frames_z
 
+    def _denoiser(self, zr: torch.Tensor, m: torch.Tensor, zf: torch.Tensor):
+        """x_t, t -> the J_0 estimate, the reference mixed in by `reference_scale` (with motion
+        frames only: without them the reference is the only appearance)."""
+        s, model = self.model.config.reference_scale, self.model
+        if s == 1 or not self.model.config.use_motion_frames:
+            return lambda x, t: model(x, t, zr, m, zf)
+        none = torch.zeros_like(zr)
+        if s == 0:
+            return lambda x, t: model(x, t, none, m, zf)
+        return lambda x, t: (lambda free: free + s * (model(x, t, zr, m, zf) - free))(model(x, t, none, m, zf))
+
     @torch.no_grad()
     def latents(self, src: LDMSource, motion: Motion, audio: np.ndarray | None, seed: int) -> Iterator[torch.Tensor]:
         from talkinghead.render.ldm.unet import frame_noise
@@ -151,7 +165,7 @@ class Hallo2Renderer(FD2TalkRenderer):
             cond = self._condition(frames_z, ring, g)
             zr, zf = src.z.expand(n, -1, -1, -1), cond.expand(n, -1, -1, -1, -1)
             m = vectors[frames.start:frames.stop]
-            z = self.sample(lambda x, t: self.model(x, t, zr, m, zf), frame_noise(src.z.shape[1:], frames, seed))
+            z = self.sample(self._denoiser(zr, m, zf), frame_noise(src.z.shape[1:], frames, seed))
             yield z
             last = torch.cat([frames_z[0], z], 0)[-cfg.motion_frames:]                  # (M, C, h, w)
             frames_z = last[None]
