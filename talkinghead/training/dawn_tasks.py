@@ -6,8 +6,8 @@ from anywhere in the video), both through the shared loop.
 One architecture, the released one (`render/dawn/lfg_mraa.py`, `render/dawn/unet3d.py`: the
 classes that load the authors' files); the CPU-sized model is a config of it
 (`configs/dawn/{lfg,a2v}.cpu.json`). Config file: {"model": {MRAAConfig | Unet3DConfig fields},
-"task": {task fields}, "train": {...}}. The A2V-FDM predicts the noise, as released, with Eq. 7's
-lip weighting.
+"task": {task fields}, "train": {...}}. The A2V-FDM predicts the noise, as released, or the clean
+latents (`"objective": "pred_x0"`, the CPU config), with Eq. 7's lip weighting.
 """
 
 from __future__ import annotations
@@ -51,6 +51,20 @@ def lip_weighted_loss(pred, target, lip_mask, lip_weight: float) -> torch.Tensor
     """Eq. 7: L_simple + w_lip * L_simple on the lip mask; lip_mask broadcasts against pred."""
     err = (pred - target) ** 2
     return err.mean() + lip_weight * (err * lip_mask).mean()
+
+
+def diffusion_loss(model: DawnA2V, x0, fea, cond, lips, lip_weight: float, g: torch.Generator):
+    """Eq. 7 on the A2V-FDM's output for x0 (B, 3, N, h, w) noised at a random step: against the
+    noise (`objective="pred_noise"`, as released) or against x0 (`"pred_x0"`). fea (B, Cz+16, h, w)
+    (z_src and the face box embedding); cond (B, N, D); lips (B, 1, N, h, w)."""
+    d, n, dev = model.diffusion, x0.shape[2], x0.device
+    t = torch.randint(0, model.config.timesteps, (len(x0),), generator=g).to(dev)
+    noise = torch.randn(x0.shape, generator=g).to(dev)
+    a, s = d.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1, 1), d.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    pred = model.unet(torch.cat([a * x0 + s * noise, fea[:, :, None].expand(-1, -1, n, -1, -1)], 1), t, cond)
+    target = noise if model.config.objective == "pred_noise" else x0
+    loss = lip_weighted_loss(pred, target, lips, lip_weight)
+    return loss, {"mse": float(((pred - target) ** 2).mean().detach())}
 
 
 @dataclass
@@ -121,8 +135,9 @@ class A2VTaskConfig:
 
 
 class A2VTask:
-    """The released A2V-FDM (3D U-Net, noise prediction, Eq. 7's lip weighting) on a trained LFG's
-    motion: [grid, occlusion * 2 - 1] of every frame relative to the source."""
+    """The released A2V-FDM (3D U-Net, noise or x0 prediction, Eq. 7's lip weighting) on a trained
+    LFG's motion: [grid (minus the identity for residual_flow), occlusion * 2 - 1] of every frame
+    relative to the source."""
 
     def __init__(self, cfg: A2VTaskConfig, model_cfg: Unet3DConfig, batch_size: int) -> None:
         self.cfg, self.batch_size = cfg, batch_size
@@ -149,23 +164,17 @@ class A2VTask:
         flow, occ = self.lfg.motion(src.repeat_interleave(n, 0), batch.frames.flatten(0, 1).to(device))
         h = self.lfg.config.latent_size
         lips = F.adaptive_max_pool2d(batch.lips.flatten(0, 1).to(device), h).unflatten(0, (b, n))
-        return {"x0": motion_to_latent(flow, occ).unflatten(0, (b, n)).transpose(1, 2),       # (B, 3, N, h, w)
+        x0 = motion_to_latent(flow, occ, self.model_cfg.residual_flow)
+        return {"x0": x0.unflatten(0, (b, n)).transpose(1, 2),                                # (B, 3, N, h, w)
                 "z": self.lfg.generator.compute_fea(src), "box": face_box(batch.source_face.to(device)),
                 "lips": lips.transpose(1, 2)}                                                  # (B, 1, N, h, w)
 
     def loss(self, model, batch: ClipBatch, g):
         dev = next(model.parameters()).device
         tg = self.targets(batch, dev)
-        x0, n, d = tg["x0"], tg["x0"].shape[2], model.diffusion
         fea = torch.cat([tg["z"], model.face_loc_emb(tg["box"])], 1)
-        t = torch.randint(0, self.model_cfg.timesteps, (len(x0),), generator=g).to(dev)
-        noise = torch.randn(x0.shape, generator=g).to(dev)
-        a, s = d.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1, 1), d.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1, 1)
-        xt = a * x0 + s * noise
         cond = torch.cat([batch.audio, batch.pose, batch.blink], -1).to(dev)
-        pred = model.unet(torch.cat([xt, fea[:, :, None].expand(-1, -1, n, -1, -1)], 1), t, cond)
-        loss = lip_weighted_loss(pred, noise, tg["lips"], self.cfg.lip_weight)
-        return loss, {"mse": float(((pred - noise) ** 2).mean().detach())}
+        return diffusion_loss(model, tg["x0"], fea, cond, tg["lips"], self.cfg.lip_weight, g)
 
     def val_batches(self):
         return self._val
@@ -183,7 +192,10 @@ def _model_config(stage: str, m: dict, where: str) -> MRAAConfig | Unet3DConfig:
     m = {k: v for k, v in m.items() if k != "arch"}
     if stage == "lfg":
         return dataclass_from(MRAAConfig, m, where)
-    return dataclass_from(Unet3DConfig, {**m, "dim_mults": tuple(m.get("dim_mults", Unet3DConfig.dim_mults))}, where)
+    cfg = dataclass_from(Unet3DConfig, {**m, "dim_mults": tuple(m.get("dim_mults", Unet3DConfig.dim_mults))}, where)
+    if cfg.objective not in ("pred_noise", "pred_x0"):
+        raise InputError(f"{where}: objective {cfg.objective!r}: 'pred_noise' (released) or 'pred_x0'")
+    return cfg
 
 
 def train_dawn(stage: str, config: str | Path, data: str | None, output: str | Path,

@@ -349,11 +349,23 @@ class MRAALatentFlowGenerator(nn.Module):
         return asdict(self.config)
 
 
-def motion_to_latent(flow: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
-    """(.., h, w, 2) grid + (.., 1, h, w) occlusion -> the A2V-FDM's (.., 3, h, w) latent."""
+def identity_grid(h: int, w: int, device=None) -> torch.Tensor:
+    """(h, w, 2) the released `get_grid(normalize=True)`: x then y, each linspace(-1, 1)."""
+    ys, xs = torch.linspace(-1, 1, h, device=device), torch.linspace(-1, 1, w, device=device)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)
+
+
+def motion_to_latent(flow: torch.Tensor, occ: torch.Tensor, residual: bool = False) -> torch.Tensor:
+    """(.., h, w, 2) grid + (.., 1, h, w) occlusion -> the A2V-FDM's (.., 3, h, w) latent;
+    residual: the grid minus the identity grid (the released `use_residual_flow`)."""
+    if residual:
+        flow = flow - identity_grid(*flow.shape[-3:-1], device=flow.device)
     return torch.cat([flow.movedim(-1, -3), occ * 2 - 1], -3)
 
 
-def latent_to_motion(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_to_motion(x: torch.Tensor, residual: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of `motion_to_latent` (as the released sampler: no clamp on the occlusion)."""
-    return x[..., :2, :, :].movedim(-3, -1), (x[..., 2:3, :, :] + 1) * 0.5
+    flow = x[..., :2, :, :].movedim(-3, -1)
+    if residual:
+        flow = flow + identity_grid(*flow.shape[-3:-1], device=flow.device)
+    return flow, (x[..., 2:3, :, :] + 1) * 0.5

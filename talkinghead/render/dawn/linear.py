@@ -205,12 +205,27 @@ def clip_quantile(x: torch.Tensor, q: float) -> torch.Tensor:
     return torch.lerp(v_lo, v_hi, torch.full_like(v_lo, pos - lo))
 
 
+def _predictions(diffusion, out: torch.Tensor, img: torch.Tensor, time: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, noise) at step `time` from the denoiser's output: the released noise prediction (x0 from
+    it, then dynamic thresholding), or, for `objective="pred_x0"`, the clean latents (thresholded;
+    the noise derived from them, as lucidrains' `model_predictions`)."""
+    cfg, b = diffusion.denoise_fn.config, img.shape[0]
+    rec, recm1 = diffusion.sqrt_recip_alphas_cumprod[time], diffusion.sqrt_recipm1_alphas_cumprod[time]
+    if cfg.objective not in ("pred_noise", "pred_x0"):
+        raise ValueError(f"objective {cfg.objective!r}: pred_noise or pred_x0")
+    x0 = rec * img - recm1 * out if cfg.objective == "pred_noise" else out
+    s = clip_quantile(x0.reshape(b, -1).abs(), cfg.dynamic_thres_percentile).clamp(min=1.0).view(b, 1, 1, 1, 1)
+    x0 = x0.clamp(-s, s) / s
+    return x0, (out if cfg.objective == "pred_noise" else (rec * img - x0) / recm1)
+
+
 @torch.no_grad()
 def sample_linear(diffusion, fea: torch.Tensor, cond: torch.Tensor, chunk: int = 32,
                   generator: torch.Generator | None = None, spill_dir: str | None = None,
                   steps: int | None = None, progress=None) -> torch.Tensor:
-    """The released DDIM sampler (`ddim_sample`, eta and dynamic thresholding as configured) over
-    `LinearRunner`. fea (B, Cz+16, h, w); cond (B, F, D) -> motion latents (B, 3, F, h, w).
+    """The released DDIM sampler (`ddim_sample`, eta and dynamic thresholding as configured; the
+    denoiser's objective from its config) over `LinearRunner`. fea (B, Cz+16, h, w); cond (B, F, D)
+    -> motion latents (B, 3, F, h, w).
     With generator=None the noise comes from torch's global generator in the released order.
     spill_dir: a folder for memory-mapped activations, "auto" (`auto_spill_dir`) or None (RAM)."""
     unet: Unet3D = diffusion.denoise_fn
@@ -228,10 +243,7 @@ def sample_linear(diffusion, fea: torch.Tensor, cond: torch.Tensor, chunk: int =
     for i, (time, nxt) in enumerate(zip(times[:-1], times[1:])):
         alpha, alpha_next = diffusion.alphas_cumprod_prev[time], diffusion.alphas_cumprod_prev[nxt]
         tc = torch.full((b,), time, device=dev, dtype=torch.long)
-        pred_noise = run(img, fea, tc, cond)
-        x0 = diffusion.sqrt_recip_alphas_cumprod[time] * img - diffusion.sqrt_recipm1_alphas_cumprod[time] * pred_noise
-        s = clip_quantile(x0.reshape(b, -1).abs(), cfg.dynamic_thres_percentile).clamp(min=1.0).view(b, 1, 1, 1, 1)
-        x0 = x0.clamp(-s, s) / s
+        x0, pred_noise = _predictions(diffusion, run(img, fea, tc, cond), img, time)
         sigma = cfg.ddim_eta * ((1 - alpha / alpha_next) * (1 - alpha_next) / (1 - alpha)).sqrt()
         c = ((1 - alpha_next) - sigma ** 2).sqrt()
         noise = randn() if nxt > 0 else 0.0

@@ -179,7 +179,7 @@ class DawnRenderer:
         from talkinghead.render.dawn.lfg_mraa import latent_to_motion
 
         for i in range(lat.shape[2]):
-            flow, occ = latent_to_motion(lat[:, :, i])
+            flow, occ = latent_to_motion(lat[:, :, i], self.a2v.config.residual_flow)
             out = self.lfg.generator.forward_with_flow(src.crop, flow, occ, src.skips)
             img = (out[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
             yield (self.paste(src, img) if self.mode == "full"

@@ -47,6 +47,12 @@ class Unet3DConfig:
     sampling_timesteps: int = 20
     ddim_eta: float = 1.0
     dynamic_thres_percentile: float = 0.9
+    # Training-recipe options of models trained here (the released files use the defaults):
+    # objective "pred_noise" (released) or "pred_x0" (the denoiser outputs the clean latents, the
+    # x0 parameterisation of the released code's lineage, lucidrains' `objective`); residual_flow:
+    # diffuse grid - identity instead of the grid (the released `use_residual_flow`, "-rf").
+    objective: str = "pred_noise"
+    residual_flow: bool = False
 
     @classmethod
     def debug(cls, **kw) -> Unet3DConfig:
