@@ -122,3 +122,12 @@ def test_the_cpu_recipe_samples_what_it_learnt():
     model = json.loads((ROOT / "configs" / "dawn" / "a2v.cpu.json").read_text())["model"]
     err, motion = _train_and_sample(model.get("objective", "pred_noise"), model.get("residual_flow", False), 80)
     assert err < 0.5 * motion, (err, motion)
+
+
+def test_an_unknown_objective_is_a_one_line_error():
+    from talkinghead.errors import InputError
+    from talkinghead.training.dawn_tasks import _model_config
+
+    assert _model_config("a2v", {"objective": "pred_x0", "residual_flow": True}, "c").residual_flow
+    with pytest.raises(InputError, match="objective 'pred_v'"):
+        _model_config("a2v", {"objective": "pred_v"}, "c")
