@@ -14,8 +14,17 @@ One denoiser evaluation (a DDIM step; the released sampler runs 20) of the relea
 
 Each measurement runs in a fresh child process (peak RSS on CPU, torch's peak allocation on CUDA;
 an out-of-memory is recorded as such). Results: bench/results/dawn_scaling.json (merged by key).
+On CPU a row also holds the call's process CPU time (`cpu_seconds`, `time.process_time`, which does
+not depend on what else loads the machine), the child's peak RSS from `getrusage` and its RSS
+before the call; `--spill auto` lets ours memory-map its whole-clip activations as `generate`
+does (`linear.auto_spill_dir`), and the row records the spill folder, the bytes mapped and the
+peak disk use seen. The official code is not started where its predicted peak (quadratic in the
+frames, from the H100 table) exceeds `--max-gib` or the available memory: the row says
+"does not fit" with the prediction.
 
     .venv/bin/python bench/bench_dawn_scaling.py --device cpu --frames 8 16 32 --sizes 128
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/bench_dawn_scaling.py --device cpu --sizes 128 \
+        --frames 200 1000 --spill auto --max-gib 18 --out bench/results/dawn_scaling_cpu.json
     python bench/bench_dawn_scaling.py --device cuda --frames 200 1000 5000 --official /path/DAWN-pytorch
 """
 
@@ -52,11 +61,109 @@ def _official_unet(path: str, cfg, frames: int):
     return unet
 
 
+def _inputs(args, cfg, dev):
+    """Random noisy latents, source features and conditions, as the GPU table used (seed 1)."""
+    import torch
+
+    h = args.size // 4
+    g = torch.Generator().manual_seed(1)
+    noisy = torch.randn(1, 3, args.frames, h, h, generator=g).to(dev)                          # (B, 3, F, h, w)
+    fea = torch.randn(1, cfg.latent_channels + cfg.face_channels, h, h, generator=g).to(dev)    # (B, Cz+16, h, w)
+    cond = torch.randn(1, args.frames, cfg.cond_aud + cfg.cond_pose + cfg.cond_eye, generator=g).to(dev)
+    return noisy, fea, cond, torch.tensor([500], device=dev)
+
+
+class _DiskWatch:
+    """Peak growth of the used space of the file system holding `folder`, polled every 0.2 s."""
+
+    def __init__(self, folder: str) -> None:
+        import shutil
+        import threading
+
+        self.folder, self.peak, self._stop = folder, 0, threading.Event()
+        self.base = shutil.disk_usage(folder).used
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        import shutil
+
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, shutil.disk_usage(self.folder).used - self.base)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _ours(args, ours, dev, noisy, fea, t, cond, info: dict):
+    """Our LinearRunner, optionally spilling its activations to memory-mapped files (counted)."""
+    from talkinghead.render.dawn.linear import LinearRunner, auto_spill_dir
+
+    spill = {"auto": lambda: auto_spill_dir(args.frames, noisy.shape[-1], dev), "none": lambda: None}.get(
+        args.spill, lambda: args.spill)()
+    run = LinearRunner(ours.to(dev), chunk=args.chunk, spill_dir=spill)
+    info["spill_dir"] = spill
+    if spill is not None:
+        empty, info["spill_bytes_mapped"] = run.store.empty, 0
+
+        def counted(shape, like):
+            out = empty(shape, like)
+            info["spill_bytes_mapped"] += out.numel() * out.element_size()
+            return out
+
+        run.store.empty = counted
+        info["_watch"] = _DiskWatch(spill)
+    return lambda: run(noisy, fea, t, cond)
+
+
+def _official(args, cfg, ours, dev, noisy, fea, t, cond):
+    """The authors' forward (or our single-pass Unet3D.forward without --official), fed as their sampler."""
+    net = _official_unet(args.official, cfg, args.frames) if args.official else ours
+    if args.official:
+        net.load_state_dict(ours.state_dict(), strict=False)
+    net = net.to(dev).eval()
+    rep = lambda: torch_cat_rep(noisy, fea, args.frames)
+    if args.official:
+        return lambda: net.forward_with_cond_scale(rep(), t, cond=cond, cond_scale=1.0)
+    return lambda: net(rep(), t, cond)
+
+
+def torch_cat_rep(noisy, fea, frames: int):
+    import torch
+
+    return torch.cat([noisy, fea[:, :, None].expand(-1, -1, frames, -1, -1)], 1)   # (B, 3+Cz+16, F, h, w)
+
+
+def _compare(args, cfg, ours, dev, noisy, fea, t, cond) -> dict:
+    """max |ours - official| of one evaluation, in one process."""
+    import torch
+
+    from talkinghead.render.dawn.linear import LinearRunner
+
+    net = _official_unet(args.official, cfg, args.frames)
+    net.load_state_dict(ours.state_dict(), strict=False)
+    with torch.no_grad():
+        ref = net.to(dev).eval().forward_with_cond_scale(torch_cat_rep(noisy, fea, args.frames), t, cond=cond,
+                                                          cond_scale=1.0)
+        got = LinearRunner(ours.to(dev), chunk=args.chunk)(noisy, fea, t, cond)
+    return {"max_abs_diff": float((got - ref).abs().max()), "ref_abs_mean": float(ref.abs().mean())}
+
+
+def _rss_mib() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MiB."""
+    import resource
+
+    with open("/proc/self/status") as f:
+        now = next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
+    return now, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def child(args) -> dict:
     """One measurement (runs in its own process)."""
     import torch
 
-    from talkinghead.render.dawn.linear import LinearRunner
     from talkinghead.render.dawn.unet3d import Unet3D, Unet3DConfig
 
     torch.set_num_threads(args.threads)
@@ -65,71 +172,116 @@ def child(args) -> dict:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     cfg = Unet3DConfig()
-    h = args.size // 4
     torch.manual_seed(0)
     ours = Unet3D(cfg).eval()
-    g = torch.Generator().manual_seed(1)
-    noisy = torch.randn(1, 3, args.frames, h, h, generator=g).to(dev)
-    fea = torch.randn(1, cfg.latent_channels + cfg.face_channels, h, h, generator=g).to(dev)
-    cond = torch.randn(1, args.frames, cfg.cond_aud + cfg.cond_pose + cfg.cond_eye, generator=g).to(dev)
-    t = torch.tensor([500], device=dev)
-    if args.impl == "compare":                # ours vs the official forward, same process
-        net = _official_unet(args.official, cfg, args.frames)
-        net.load_state_dict(ours.state_dict(), strict=False)
-        rep = torch.cat([noisy, fea[:, :, None].expand(-1, -1, args.frames, -1, -1)], 1)
-        with torch.no_grad():
-            ref = net.to(dev).eval().forward_with_cond_scale(rep, t, cond=cond, cond_scale=1.0)
-            del rep
-            got = LinearRunner(ours.to(dev), chunk=args.chunk)(noisy, fea, t, cond)
-        return {"max_abs_diff": float((got - ref).abs().max()), "ref_abs_mean": float(ref.abs().mean())}
+    noisy, fea, cond, t = _inputs(args, cfg, dev)
+    if args.impl == "compare":
+        return _compare(args, cfg, ours, dev, noisy, fea, t, cond)
+    info: dict = {}
     if args.impl == "ours":
-        run = LinearRunner(ours.to(dev), chunk=args.chunk)
-        call = lambda: run(noisy, fea, t, cond)
+        call = _ours(args, ours, dev, noisy, fea, t, cond, info)
     elif args.impl == "sample":               # the whole released sampler: 20 DDIM steps
         from talkinghead.render.dawn.linear import sample_linear
         from talkinghead.render.dawn.unet3d import GaussianDiffusion
 
         diffusion = GaussianDiffusion(ours).to(dev)
-        call = lambda: sample_linear(diffusion, fea, cond, args.chunk, torch.Generator().manual_seed(0))
-    if args.impl == "official":
-        net = _official_unet(args.official, cfg, args.frames) if args.official else ours
-        if args.official:
-            net.load_state_dict(ours.state_dict(), strict=False)
-        net = net.to(dev).eval()
-        rep = lambda: torch.cat([noisy, fea[:, :, None].expand(-1, -1, args.frames, -1, -1)], 1)
-        call = ((lambda: net.forward_with_cond_scale(rep(), t, cond=cond, cond_scale=1.0)) if args.official
-                else (lambda: net(rep(), t, cond)))
+        call = lambda: sample_linear(diffusion, fea, cond, args.chunk, torch.Generator().manual_seed(0),
+                                     spill_dir=None if args.spill == "none" else args.spill)
+    else:
+        call = _official(args, cfg, ours, dev, noisy, fea, t, cond)
+    return _timed(args, dev, call, info)
+
+
+def _timed(args, dev, call, info: dict) -> dict:
+    """Runs call() `repeats` times: wall and process CPU seconds, peak memory, spill figures."""
+    import torch
+
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    times = []
+    rss_before = _rss_mib()[0]
+    times, cpu = [], []
     with torch.no_grad():
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = call()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-    res = {"seconds": min(times), "seconds_all": times, "checksum": float(out.double().abs().mean())}
+            cpu.append(time.process_time() - c0)
+    res = {"seconds": min(times), "seconds_all": times, "cpu_seconds": min(cpu), "cpu_seconds_all": cpu,
+           "checksum": float(out.double().abs().mean())}
+    if "_watch" in info:
+        info["spill_disk_peak_bytes"] = info.pop("_watch").stop()
+    res.update(info)
     if dev.type == "cuda":
         res["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
         res["device_name"] = torch.cuda.get_device_name(0)
     else:
-        with open("/proc/self/status") as f:
-            res["peak_mib"] = next(int(x.split()[1]) for x in f if x.startswith("VmHWM")) / 1024
+        res["rss_before_mib"] = rss_before
+        res["peak_mib"] = _rss_mib()[1]
     return res
+
+
+# The official forward's peak on the H100 (bench/results/dawn_scaling.json, 128 px): 4,302 MiB at 200
+# frames, 71,404 MiB at 1,000: its T x T temporal attention scores grow with T^2 and with the latent
+# positions (4x at 256).
+_QUAD_MIB_PER_FRAME2_128 = (71403.9 - 4302.5) / (1000 ** 2 - 200 ** 2)
+_GPU_PEAK_200_MIB = {128: 4302.5, 256: 17104.4}
+
+
+def predicted_official_gib(size: int, frames: int, peak_200_mib: float | None = None) -> float:
+    """The official forward's predicted peak: its measured (or the H100's) 200-frame peak plus the
+    quadratic term fitted on the H100 at 128 px, scaled by the latent positions."""
+    base = peak_200_mib if peak_200_mib is not None else _GPU_PEAK_200_MIB.get(size, _GPU_PEAK_200_MIB[256] * (size / 256) ** 2)
+    quad = _QUAD_MIB_PER_FRAME2_128 * (size / 128) ** 2 * (frames ** 2 - 200 ** 2)
+    return (base + max(quad, 0.0)) / 1024
+
+
+def _mem_available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("MemAvailable")) / 2 ** 20
+
+
+def _does_not_fit(args, results: dict, size: int, frames: int) -> dict | None:
+    """A "does not fit" row for the official code on CPU where its predicted peak exceeds the limit."""
+    if args.device != "cpu" or args.max_gib is None:
+        return None
+    row = results.get(f"cpu/{size}/200/official", {})
+    gib = predicted_official_gib(size, frames, row.get("peak_mib") if "error" not in row else None)
+    limit = min(args.max_gib, _mem_available_gib())
+    if gib <= limit:
+        return None
+    return {"error": f"does not fit (predicted {gib:.1f} GiB > {limit:.1f} GiB allowed); not run",
+            "predicted_peak_gib": round(gib, 2)}
+
+
+def _limit(args, impl: str):
+    """CPU, official code, --max-gib: the child's address space is capped at max_gib + 1 GiB, so a
+    wrong prediction ends in its own allocation error, not in the machine's out-of-memory killer."""
+    if args.device != "cpu" or args.max_gib is None or impl != "official":
+        return None
+    import resource
+
+    cap = int((args.max_gib + 1) * 2 ** 30)
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 
 def measure(args, impl: str, size: int, frames: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--impl", impl, "--size", str(size), "--frames", str(frames),
            "--device", args.device, "--threads", str(args.threads), "--chunk", str(args.chunk),
-           "--repeats", str(args.repeats)] + (["--no-tf32"] if args.no_tf32 else []) + (["--official", args.official] if args.official else [])
+           "--repeats", str(args.repeats), "--spill", args.spill] + (["--no-tf32"] if args.no_tf32 else []) + (
+           ["--official", args.official] if args.official else [])
     t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, preexec_fn=_limit(args, impl))
+    except subprocess.TimeoutExpired:
+        return {"error": f"not finished within {args.timeout:.0f} s wall; not run to the end", "wall": time.time() - t0}
     if p.returncode != 0:
         tail = (p.stderr or "").strip().splitlines()[-1:] or ["?"]
-        oom = "out of memory" in p.stderr.lower() or p.returncode in (-9, 137)
+        err = p.stderr.lower()
+        oom = any(m in err for m in ("out of memory", "can't allocate memory", "memoryerror")) or p.returncode in (-9, 137)
         return {"error": "out of memory" if oom else tail[0][:300], "wall": time.time() - t0}
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -146,6 +298,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=550)
     ap.add_argument("--no-tf32", action="store_true", help="full float32 convolutions on CUDA")
+    ap.add_argument("--spill", default="none", help="ours: 'auto' (as generate), 'none' (RAM) or a folder")
+    ap.add_argument("--max-gib", type=float, help="CPU: skip the official code where its predicted peak is above this")
     ap.add_argument("--out", default=str(RESULTS))
     # child mode
     ap.add_argument("--child", action="store_true")
@@ -163,12 +317,14 @@ def main() -> None:
         for frames in args.frames:
             for impl in args.impls:
                 key = f"{args.device}/{size}/{frames}/{impl}" + ("/fp32" if args.no_tf32 else "")
-                r = measure(args, impl, size, frames)
-                r.update(load_before=round(load[0], 1), threads=args.threads, chunk=args.chunk,
+                avail = _mem_available_gib()
+                r = (impl == "official" and _does_not_fit(args, results, size, frames)) or measure(args, impl, size, frames)
+                r.update(load_before=round(load[0], 1), load_after=round(os.getloadavg()[0], 1),
+                         mem_available_gib_before=round(avail, 1), threads=args.threads, chunk=args.chunk,
                          official_code=bool(args.official) if impl == "official" else None)
                 results[key] = r
                 print(key, {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()
-                            if k != "seconds_all"}, flush=True)
+                            if not k.endswith("_all")}, flush=True)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(results, indent=1, sort_keys=True))
                 load = os.getloadavg()
