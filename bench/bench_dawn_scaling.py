@@ -231,12 +231,22 @@ _QUAD_MIB_PER_FRAME2_128 = (71403.9 - 4302.5) / (1000 ** 2 - 200 ** 2)
 _GPU_PEAK_200_MIB = {128: 4302.5, 256: 17104.4}
 
 
-def predicted_official_gib(size: int, frames: int, peak_200_mib: float | None = None) -> float:
-    """The official forward's predicted peak: its measured (or the H100's) 200-frame peak plus the
-    quadratic term fitted on the H100 at 128 px, scaled by the latent positions."""
-    base = peak_200_mib if peak_200_mib is not None else _GPU_PEAK_200_MIB.get(size, _GPU_PEAK_200_MIB[256] * (size / 256) ** 2)
+def predicted_official_gib(size: int, frames: int, cpu_peaks_200: dict[int, float] | None = None) -> float:
+    """The official forward's predicted peak in GiB: its 200-frame peak plus the quadratic term
+    fitted on the H100 at 128 px, scaled by the latent positions. The 200-frame peak is the one
+    measured here at this size if there is one, else the H100's scaled by the ratio measured here
+    at another size (CPU peak RSS / H100 allocation), else the H100's."""
+    cpu = cpu_peaks_200 or {}
+    gpu = lambda s: _GPU_PEAK_200_MIB.get(s, _GPU_PEAK_200_MIB[256] * (s / 256) ** 2)
+    if size in cpu:
+        base = cpu[size]
+    elif cpu:
+        s0 = min(cpu)
+        base = gpu(size) * cpu[s0] / gpu(s0)
+    else:
+        base = gpu(size)
     quad = _QUAD_MIB_PER_FRAME2_128 * (size / 128) ** 2 * (frames ** 2 - 200 ** 2)
-    return (base + max(quad, 0.0)) / 1024
+    return (base + quad) / 1024
 
 
 def _mem_available_gib() -> float:
@@ -248,8 +258,9 @@ def _does_not_fit(args, results: dict, size: int, frames: int) -> dict | None:
     """A "does not fit" row for the official code on CPU where its predicted peak exceeds the limit."""
     if args.device != "cpu" or args.max_gib is None:
         return None
-    row = results.get(f"cpu/{size}/200/official", {})
-    gib = predicted_official_gib(size, frames, row.get("peak_mib") if "error" not in row else None)
+    peaks = {int(k.split("/")[1]): r["peak_mib"] for k, r in results.items()
+             if k.startswith("cpu/") and k.endswith("/200/official") and "peak_mib" in r}
+    gib = predicted_official_gib(size, frames, peaks)
     limit = min(args.max_gib, _mem_available_gib())
     if gib <= limit:
         return None
