@@ -258,17 +258,26 @@ def test_vae_loader_reads_a_diffusers_folder(tmp_path):
         load_vae(tmp_path / "absent")
 
 
-@pytest.mark.slow
-def test_unet_loss_falls(shards):
-    """A few optimizer steps on one batch of prepared frames lower the diffusion loss."""
-    from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae
-    from talkinghead.training.ldm_tasks import UNetTask, UNetTaskConfig
+@pytest.fixture(scope="module")
+def tiny_vae(shards) -> Path:
+    """An untrained 2-block VAE checkpoint (f = 2) for the UNet tasks."""
     from talkinghead.io.checkpoint import save_model
+    from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae
 
     torch.manual_seed(0)
-    vae_dir = shards.parent / "vae_for_loss"
+    vae_dir = shards.parent / "tiny_vae"
     vcfg = VAEConfig(size=32, channels=(16, 16), groups=8, perceptual_weight=0)
     save_model(vae_dir, build_vae(vcfg), {"model": "ldm_vae", **vcfg.__dict__})
+    return vae_dir
+
+
+@pytest.mark.slow
+def test_unet_loss_falls(shards, tiny_vae):
+    """A few optimizer steps on one batch of prepared frames lower the diffusion loss."""
+    from talkinghead.training.ldm_tasks import UNetTask, UNetTaskConfig
+
+    vae_dir = tiny_vae
+    torch.manual_seed(0)
     for renderer, cfg in (("difftalk", DiffTalkConfig(**{**TINY, "audio_window": 2, "audio_hidden": 16,
                                                           "landmark_rays": 8, "landmark_hidden": 16})),
                           ("fd2talk-render", FD2TalkRenderConfig(**TINY))):
@@ -293,19 +302,14 @@ def test_unet_loss_falls(shards):
         assert losses[-1] < 0.75 * losses[0], (renderer, losses)
 
 
-def test_difftalk_training_inputs_hide_the_target(shards):
+def test_difftalk_training_inputs_hide_the_target(shards, tiny_vae):
     """masked_source "other": the reference and the masked frame (with its outline) are other
     frames than the target, at least ref_min_gap away, so the target's mouth reaches the UNet
     through its audio only; "target" (the paper's) masks the target itself."""
     from talkinghead.errors import InputError
-    from talkinghead.render.ldm.autoencoder import VAEConfig, build_vae
     from talkinghead.training.ldm_tasks import UNetTask, UNetTaskConfig
-    from talkinghead.io.checkpoint import save_model
 
-    torch.manual_seed(0)
-    vae_dir = shards.parent / "vae_for_inputs"
-    vcfg = VAEConfig(size=32, channels=(16, 16), groups=8, perceptual_weight=0)
-    save_model(vae_dir, build_vae(vcfg), {"model": "ldm_vae", **vcfg.__dict__})
+    vae_dir = tiny_vae
     cfg = DiffTalkConfig(**{**TINY, "audio_window": 2, "audio_hidden": 16, "landmark_rays": 8, "landmark_hidden": 16})
     for source in ("other", "target"):
         task = UNetTask("difftalk", UNetTaskConfig(data=str(shards), vae=str(vae_dir), ref_min_gap=10, val_samples=4,
