@@ -99,13 +99,17 @@ def judge(video: Path, phones: list, other: list, portrait: Path) -> dict:
 
 
 def strip(rows: list[dict], test: list[dict], path: Path) -> None:
-    """Teacher (geometric) frames above DAWN's, at four instants of each of two held-out clips."""
+    """Teacher (geometric) frames above DAWN's, at four instants of the first judged clip of each
+    portrait."""
     import cv2
 
     from talkinghead.io.video import iter_frames
 
     tiles = []
-    for c in (test[0], test[len(test) // 2]):
+    firsts = {}
+    for c in test[:len(rows)]:
+        firsts.setdefault(c["portrait"], c)
+    for c in list(firsts.values())[:2]:
         out = WORK / "out" / Path(c["video"]).name
         teacher, dawn = list(iter_frames(c["video"])), list(iter_frames(out))
         picks = np.linspace(10, min(len(teacher), len(dawn)) - 10, 4).astype(int)
