@@ -5,16 +5,21 @@ the last generated frames of the clip before, corrupted in training by patch dro
 noise, and claims temporal coherence without accumulated errors. bench_drift.py showed no drift
 with a UNet that barely read its motion frames (with vs without them: 0.2 grey levels). Here:
 
-* Two Hallo2 UNets (`configs/hallo2/unet.cpu.json`, 64 px, bench_drift's frozen VAE, the same
-  data, seed, CPU budget and options, one torch thread): **A** with the corruption (patch drop
-  0.25 + noise std 0.5) and **B** without it. Both with `ref_drop` (the reference latent zeroed
-  in that share of samples: classifier-free dropout of the reference, so the motion frames must
-  carry appearance and the UNet learns to read them) and `motion_drop` (that share of batches
+* Two Hallo2 UNets (`configs/hallo2/unet.cpu.json`, 64 px, the same frozen VAE, data, seed,
+  CPU budget and options, one torch thread): **A** with the corruption (patch drop 0.25 + noise
+  std 0.5) and **B** without it. Data: bench_ldm's TWO talking portraits (`--data`, default
+  outputs/ldm_check/data; its VAE, trained on both, `--vae`): trained on the bundled portrait
+  alone, the UNet memorises the face and ignores reference and motion frames alike (docs).
+  Both with `ref_drop` (the reference latent zeroed in that share of samples: classifier-free
+  dropout of the reference, so the motion frames must carry appearance and the UNet learns to
+  read them) and `motion_drop` (that share of batches
   without motion frames, so each UNet also renders without them: the baseline).
 * Renders of the bundled portrait driven by FD2Talk's Motion of real speech (bench_drift's), 4
   DDIM steps, same noise: 2 minutes each of A (true motion frames), A without motion frames (the
   same renderer's baseline) and B (true motion frames); `--short` seconds of A with zeroed and
-  with shuffled motion frames (`Hallo2Renderer.ablation`) and of B without them.
+  with shuffled motion frames (`Hallo2Renderer.ablation`). `--reference-scale 0` (default; the
+  recorded run): the runs with motion frames render from them and the Motion alone after the
+  first clip (`Hallo2Config.reference_scale`), so appearance is carried clip to clip.
 * Per output crop (64 px, the renderer's own): bench_drift's judge (dlib distance to the
   portrait on every 10th frame, mean face Lab on every frame; first vs last minute, the bounds of
   bench_drift), and temporal coherence: mean |frame t - frame t-1| (flicker) and mean
@@ -23,7 +28,9 @@ with a UNet that barely read its motion frames (with vs without them: 0.2 grey l
   frame-to-frame change at clip boundaries over that within clips (a seam); the mouth's
   brightness against the driving jawOpen (r); the mean |difference| of each variant to A.
 
-    python bench/bench_hallo2_frames.py [--cpu-minutes 8] [--minutes 2] [--short 30] [--reuse]
+    python bench/bench_hallo2_frames.py [--cpu-minutes 7] [--minutes 2] [--short 30] [--reuse A B]
+        [--reference-scale 0] [--runs A A_none B A_zero A_shuffle] [--data D --vae V --work W]
+(recorded: ~25 CPU min, 2 x 7 training + 10.6 rendering; the VAE was #18's, copied.)
 Results: bench/results/hallo2_frames.json, docs/hallo2_frames.png (frames), docs/hallo2_frames_drift.png.
 """
 
@@ -104,7 +111,8 @@ class Coherence:
 
 
 def render(ckpt: Path, motion, frames: int, steps: int, use_frames: bool, ablation: str | None,
-           keep: set[int], held: int, judge_every: int, ref_scale: float = 1.0) -> tuple[dict, dict[int, np.ndarray], np.ndarray]:
+           keep: set[int], held: int, judge_every: int,
+           ref_scale: float = 1.0) -> tuple[dict, dict[int, np.ndarray], np.ndarray]:
     """One run, judged as it comes: (figures, the frames at `keep`'s indices, the first `held` frames)."""
     import torch
 
@@ -188,18 +196,18 @@ def drift_figure(result: dict, names: list[str], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cpu-minutes", type=float, default=8.0, help="each UNet's training, process CPU minutes")
-    ap.add_argument("--train-steps", type=int, default=1000, help="LR schedule length (and step cap)")
+    ap.add_argument("--cpu-minutes", type=float, default=7.0, help="each UNet's training, process CPU minutes")
+    ap.add_argument("--train-steps", type=int, default=900, help="LR schedule length (and step cap)")
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--short", type=float, default=30.0, help="seconds of the ablation runs")
     ap.add_argument("--steps", type=int, default=4, help="DDIM steps")
     ap.add_argument("--judge-every", type=int, default=10)
-    ap.add_argument("--data", default=str(ROOT / "outputs/ldm_check/prep/p0"))
-    ap.add_argument("--vae", default=str(ROOT / "outputs/drift_check/vae"))
-    ap.add_argument("--work", default=str(ROOT / "outputs/hallo2_frames"))
+    ap.add_argument("--data", default=str(ROOT / "outputs/ldm_check/data"), help="prepared clips of 2+ people")
+    ap.add_argument("--vae", default=str(ROOT / "outputs/ldm_check/ckpt/vae"), help="a VAE trained on them")
+    ap.add_argument("--work", default=str(ROOT / "outputs/hallo2_frames/two"))
     ap.add_argument("--reuse", nargs="*", default=[], help="variants already trained in --work")
-    ap.add_argument("--runs", nargs="*", default=list(RUNS))
-    ap.add_argument("--reference-scale", type=float, default=1.0,
+    ap.add_argument("--runs", nargs="*", default=["A", "A_none", "B", "A_zero", "A_shuffle"], choices=list(RUNS))
+    ap.add_argument("--reference-scale", type=float, default=0.0,
                     help="Hallo2Config.reference_scale of the runs with motion frames (named NAME@sS unless 1)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/hallo2_frames.json"))
     a = ap.parse_args()
