@@ -20,7 +20,8 @@ before the call; `--spill auto` lets ours memory-map its whole-clip activations 
 does (`linear.auto_spill_dir`), and the row records the spill folder, the bytes mapped and the
 peak disk use seen. The official code is not started where its predicted peak (quadratic in the
 frames, from the H100 table) exceeds `--max-gib` or the available memory: the row says
-"does not fit" with the prediction.
+"does not fit" with the prediction; where it runs, its address space is capped at --max-gib + 1 GiB
+so a wrong prediction ends in its own allocation error, not in the machine's out-of-memory killer.
 
     .venv/bin/python bench/bench_dawn_scaling.py --device cpu --frames 8 16 32 --sizes 128
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/bench_dawn_scaling.py --device cpu --sizes 128 \
