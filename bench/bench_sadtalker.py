@@ -168,6 +168,47 @@ def subset(train: list[dict], per_portrait: int) -> Path:
     return WORK / f"data_{per_portrait}"
 
 
+def judged(test: list[dict], n: int) -> list[tuple[dict, dict]]:
+    """`n` held-out clips spread over both portraits, each with the next clip (its phones: chance)."""
+    picked = list(range(len(test)))[:: max(1, len(test) // n)][:n]
+    return [(test[k], test[(k + 1) % len(test)]) for k in picked]
+
+
+def floor(a) -> None:
+    """What the render's crop and paste alone cost: the held-out teacher videos' frames cropped
+    as a trained render crops the portrait (prepare's box, `crop_expand` 1.6), resized to S px
+    and back, pasted with the same feathered paste, judged as `--learn` judges (a perfect S px
+    render would score this). Results: bench/results/sadtalker_floor.json."""
+    import bench_dawn
+    import cv2
+    from talkinghead.face.crop import crop_box, crop_image
+    from talkinghead.face.landmarker import analyze_portrait
+    from talkinghead.io.video import iter_frames, write_video
+    from talkinghead.render.base import paste_feathered
+
+    torch.set_num_threads(1)
+    bench_dawn.WORK = WORK
+    test = bench_dawn.make_clips("test", (bench_dawn.TEST_VOICE,), a.test_clips, 1)
+    res: dict = {"load_before": os.getloadavg(), "crop_expand": 1.6, "sizes": {}}
+    for size in (int(x) for x in a.floor.split(",")):
+        rows = []
+        for c, other in judged(test, a.judge):
+            portrait = cv2.imread(c["portrait"])[:, :, ::-1].copy()
+            box = crop_box(analyze_portrait(portrait, c["portrait"]), 1.6)
+            out = WORK / "floor" / f"{size}_{Path(c['video']).name}"
+            out.parent.mkdir(exist_ok=True)
+            write_video(out, (paste_feathered(f, box, crop_image(f, box, size)) if size else f
+                              for f in iter_frames(c["video"])), 25.0, audio=c["wav"])
+            rows.append({"clip": out.name, **bench_dawn.judge(out, c["phones"], other["phones"],
+                                                                Path(c["portrait"]))})
+            print(size, {k: round(v, 3) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+        res["sizes"][str(size or "teacher")] = {
+            "rows": rows, **{k: float(np.mean([r[k] for r in rows])) for k in ("r", "dlib_distance")}}
+    res["load_after"] = os.getloadavg()
+    (ROOT / "bench" / "results" / "sadtalker_floor.json").write_text(json.dumps(res, indent=1) + "\n")
+    print({k: (v["r"], v["dlib_distance"]) for k, v in res["sizes"].items()})
+
+
 def learn(a) -> None:
     """The CPU learning check (module docstring)."""
     import bench_dawn
@@ -198,11 +239,13 @@ def learn(a) -> None:
                     "load_average_before": load, "load_average_after": os.getloadavg(),
                     "val_loss": [(h["step"], h["val_loss"]) for h in log if "val_loss" in h]}
     print("trained:", res["train"], flush=True)
+    from talkinghead.render.sadtalker.trained import TrainedSadTalkerRenderer
+
+    TrainedSadTalkerRenderer.detail = not a.no_detail
+    res["detail_transfer"] = not a.no_detail
     pipe = GeneratePipeline(GenerateConfig(renderer="sadtalker", sadtalker_checkpoints=str(ckpt)))
     rows = []
-    picked = list(range(len(test)))[:: max(1, len(test) // a.judge)][: a.judge]   # both portraits
-    for i, k in enumerate(picked):
-        c, other = test[k], test[(k + 1) % len(test)]              # chance: the next clip's phones
+    for i, (c, other) in enumerate(judged(test, a.judge)):
         out = WORK / "out" / Path(c["video"]).name
         out.parent.mkdir(exist_ok=True)
         t = time.perf_counter()
@@ -223,8 +266,8 @@ def learn(a) -> None:
     res["goals"] = {"r>=0.4": bool(res["summary"]["r"] >= 0.4),
                     "dlib<=0.5": bool(res["summary"]["dlib_distance"] <= 0.5)}       # NaN: not met
     res["load_after"] = os.getloadavg()
-    (ROOT / "bench" / "results" / "sadtalker_learning.json").write_text(json.dumps(res, indent=1) + "\n")
-    bench_dawn.strip(rows, test, ROOT / "docs" / "sadtalker_check.png")    # teacher above ours
+    (ROOT / "bench" / "results" / f"{a.result}.json").write_text(json.dumps(res, indent=1) + "\n")
+    bench_dawn.strip(rows, test, ROOT / "docs" / f"{a.result.replace('_learning', '_check')}.png")  # teacher above ours
     print(json.dumps(res["summary"], indent=1), res["goals"])
 
 
@@ -241,9 +284,13 @@ def main() -> None:
     p.add_argument("--test-clips", type=int, default=4, help="--learn: per portrait")
     p.add_argument("--prepare-clips", type=int, default=20, help="--learn: clips per portrait trained on")
     p.add_argument("--judge", type=int, default=8, help="--learn: held-out clips generated and judged")
+    p.add_argument("--result", default="sadtalker_learning",
+                   help="--learn: bench/results/RESULT.json, strip docs/RESULT (_learning -> _check).png")
+    p.add_argument("--floor", help="sizes, e.g. 64,128 (0: the teacher as is): the crop-and-paste floor")
+    p.add_argument("--no-detail", action="store_true", help="--learn: judge without the detail transfer")
     p.add_argument("--reuse", action="store_true", help="--learn: judge the existing checkpoint, no training")
     a = p.parse_args()
-    learn(a) if a.learn else speed(a)
+    learn(a) if a.learn else floor(a) if a.floor else speed(a)
 
 
 if __name__ == "__main__":

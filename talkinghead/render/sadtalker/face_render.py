@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from talkinghead.render.sadtalker.dense_motion import DenseMotionConfig
-from talkinghead.render.sadtalker.generator import GeneratorConfig, OcclusionAwareSPADEGenerator
+from talkinghead.render.sadtalker.generator import (GeneratorConfig, GeneratorOutput,
+                                                    OcclusionAwareSPADEGenerator)
 from talkinghead.render.sadtalker.keypoints import HeadPose, KPConfig, KPDetector, transform_keypoints
 from talkinghead.render.sadtalker.mapping import MappingConfig, MappingNet
 
@@ -116,13 +117,19 @@ class FaceRender(nn.Module):
                window: torch.Tensor) -> tuple[torch.Tensor, HeadPose]:
         """Driving windows (B, C, 27) -> frames (B, 3, S, S); the source tensors broadcast by
         repetition when B > their batch."""
+        out, pose = self.render_output(canonical, kp_source, volume, window)
+        return out.prediction, pose
+
+    def render_output(self, canonical: torch.Tensor, kp_source: torch.Tensor, volume: torch.Tensor,
+                      window: torch.Tensor) -> tuple[GeneratorOutput, HeadPose]:
+        """As `render`, with the generator's whole output (occlusion map, deformation)."""
         pose = self.mapping(window)
         b = window.shape[0]
         if canonical.shape[0] != b:
             canonical, kp_source = canonical.expand(b, -1, -1), kp_source.expand(b, -1, -1)
             volume = volume.expand(b, *volume.shape[1:])
         kp_driving = transform_keypoints(canonical, pose)
-        return self.generator.render(volume, kp_driving, kp_source).prediction, pose
+        return self.generator.render(volume, kp_driving, kp_source), pose
 
     def forward(self, source: torch.Tensor, source_window: torch.Tensor,
                 driving_window: torch.Tensor) -> FaceRenderOutput:

@@ -74,6 +74,7 @@ class GeneratorOutput:
     prediction: torch.Tensor              # (B, 3, H, W) in [0, 1]
     mask: torch.Tensor
     occlusion_map: torch.Tensor | None
+    deformation: torch.Tensor | None = None   # (B, d, h, w, 3) sampling grid into the source volume
 
 
 class OcclusionAwareSPADEGenerator(nn.Module):
@@ -119,7 +120,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             if occlusion.shape[2:] != out.shape[2:]:
                 occlusion = F.interpolate(occlusion, size=out.shape[2:], mode="bilinear")
             out = out * occlusion
-        return GeneratorOutput(self.decoder(out), motion.mask, occlusion)
+        return GeneratorOutput(self.decoder(out), motion.mask, occlusion, deformation)
 
     def forward(self, source: torch.Tensor, kp_driving: torch.Tensor, kp_source: torch.Tensor) -> GeneratorOutput:
         return self.render(self.source_volume(source), kp_driving, kp_source)
