@@ -21,8 +21,15 @@ budget does not depend on the load others put on the machine; configs/sadtalker/
 slt/awb/kal16/kal), then
 `generate --renderer sadtalker` on held-out clips (flite rms voice), judged on the output video:
 lip r (mouth opening vs the phones' viseme track; goal >= 0.4) and dlib identity distance to
-the portrait (goal <= 0.5). Results: bench/results/sadtalker_learning.json; a strip of frames
-(the geometric teacher above ours, two held-out clips) in docs/sadtalker_check.png.
+the portrait (goal <= 0.5). Results: bench/results/RESULT.json (`--result`, default
+sadtalker_learning); a strip of frames (the geometric teacher above ours) in
+docs/RESULT.png with _learning -> _check.
+`--config render.cpu_wide.json --minutes 30 --result sadtalker_learning_wide` is the run that
+meets both goals; `--no-detail` judges without the trained renderer's detail transfer.
+
+Floor (`--floor 64[,0]`): the held-out teacher frames through the trained render's crop at S px
+and its paste (0: the teacher as is), judged the same way: what a perfect S px render would
+score. Results: bench/results/sadtalker_floor.json.
 """
 
 from __future__ import annotations
