@@ -11,6 +11,8 @@ in the audio's length. Not a test; figures go to bench/results/ldm.json.
 3. `--check`: the issue's learning check per renderer on real portraits (bench/results/
    ldm_check.json, docs/ldm_check.jpg): one torch thread, one stage at a time, each bounded by
    process CPU time (TrainConfig.max_cpu_minutes); judged on `generate`'s output video.
+4. `--floor`: the held-out teacher clips through the 64 px crop alone and through the trained
+   VAE's round trip, judged the same way: what any UNet on that VAE can reach (docs/ldm.md).
 """
 
 from __future__ import annotations
