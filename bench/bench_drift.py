@@ -256,16 +256,15 @@ def verdict(h: dict, b: dict) -> dict:
     return {"checks": checks, "met": all(checks.values())}
 
 
-def figure(result: dict, path: Path) -> None:
-    """Per-10 s identity distance and Lab shift to the portrait, both renderers."""
+def figure(runs: dict[str, dict], path: Path) -> None:
+    """Per-10 s identity distance and Lab shift to the portrait, one line per named run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    for name, style in (("hallo2", "-o"), ("baseline", "--s")):
-        r = result[name]
+    for (name, r), style in zip(runs.items(), ("-o", "--s", ":^", "-.v")):
         x = (np.arange(len(r["identity_per_10s"])) + 0.5) / 6
         ax[0].plot(x, r["identity_per_10s"], style, ms=3, label=name)
         ax[1].plot(x, r["lab_shift_per_10s"], style, ms=3, label=name)
@@ -325,7 +324,7 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1))
     if a.figure:
-        figure(result, Path(a.figure))
+        figure({n: result[n] for n in ("hallo2", "baseline")}, Path(a.figure))
     print(json.dumps({k: result[k] for k in ("verdict", "cpu_minutes")}))
 
 

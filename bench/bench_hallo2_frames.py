@@ -173,27 +173,6 @@ def strip(kept: dict[str, dict[int, np.ndarray]], names: list[str], times: list[
     cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
 
 
-def drift_figure(result: dict, names: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    for name, style in zip(names, ("-o", "--s", ":^", "-.v")):
-        r = result["runs"][name]
-        x = (np.arange(len(r["identity_per_10s"])) + 0.5) / 6
-        ax[0].plot(x, r["identity_per_10s"], style, ms=3, label=name)
-        ax[1].plot(x, r["lab_shift_per_10s"], style, ms=3, label=name)
-    ax[0].set(xlabel="minute", ylabel="dlib distance to the portrait", title="identity (10 s means)")
-    ax[1].set(xlabel="minute", ylabel="face Lab, CIE76 to the portrait", title="colour (10 s means)")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-minutes", type=float, default=7.0, help="each UNet's training, process CPU minutes")
@@ -251,7 +230,7 @@ def main() -> None:
     if len(longs) > 1:
         tag = "" if a.reference_scale == 1 else f"_s{a.reference_scale:g}"
         strip(kept, longs, times, ROOT / f"docs/hallo2_frames{tag}.png")
-        drift_figure(result, longs, ROOT / f"docs/hallo2_frames_drift{tag}.png")
+        bench_drift.figure({n: result["runs"][n] for n in longs}, ROOT / f"docs/hallo2_frames_drift{tag}.png")
     print(json.dumps(result.get("verdict")), json.dumps(result[f"abs_diff_to_{base}_first_{a.short:g}s"]))
 
 
