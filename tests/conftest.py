@@ -10,6 +10,18 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 SAMPLE = Path(__file__).resolve().parents[1] / "talkinghead" / "assets" / "sample"
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (tiny models run many small ops: no oversubscription on a
+    loaded 2-core machine, ~10x faster here); the previous count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def portrait_path() -> Path:
     return SAMPLE / "portrait.jpg"

@@ -122,14 +122,7 @@ def test_dawn_trains_on_prepared_shards_resumes_and_generates(dataset, tmp_path,
 FIXTURES = ROOT / "tests" / "fixtures" / "dawn"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(request):
-    """The tests run many tiny ops: one thread (no oversubscription on a loaded 2-core machine:
-    10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def _fixture_weights(state):
