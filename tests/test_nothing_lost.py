@@ -227,7 +227,10 @@ def test_signal_during_a_run_leaves_nothing(inputs, tmp_path, sig, code):
     out = tmp_path / "out.mp4"
     p = subprocess.Popen([sys.executable, "-m", "talkinghead", "drive", "--image", inputs / "big.jpg",
                           "--video", inputs / "long.mp4", "-o", out, "-q", "--max-size", "2048"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # as from a terminal: a suite started in the background (`cmd &` in a
+                         # script) ignores SIGINT, and the CLI rightly keeps an inherited SIG_IGN
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(f.name.endswith(".part.mp4") and f.stat().st_size > 0 for f in tmp_path.iterdir()):
         assert p.poll() is None, p.communicate()[1]
