@@ -79,3 +79,51 @@ def test_samplers_return_the_denoisers_fixed_point_and_follow_the_seed():
     b = model.sample(audio, 4, torch.Generator().manual_seed(1))
     c = model.sample(audio, 4, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_local_attention_fused_path_matches_dense_in_value_and_gradient():
+    """The default blocks (fused SDPA kernel under an additive mask), short sequences (one
+    block) and training (gradients) all equal dense banded attention."""
+    torch.manual_seed(1)
+    for t, window in ((301, 25), (301, 3), (10, 3), (40, 25)):
+        q, k, v = (torch.randn(1, 2, t, 8, requires_grad=True) for _ in range(3))
+        dense = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(t, t, window))
+        out = local_attention(q, k, v, window)
+        assert torch.isfinite(out).all() and torch.allclose(out, dense, atol=1e-5)
+        g_dense = torch.autograd.grad(dense.square().sum(), (q, k, v))
+        g_out = torch.autograd.grad(out.square().sum(), (q, k, v))
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(g_out, g_dense))
+
+
+def test_tanh_gelu_equals_torch_and_keeps_autograd():
+    from talkinghead.motion.layers import TanhGELU
+
+    x = torch.linspace(-8, 8, 2001)
+    ref = F.gelu(x, approximate="tanh")
+    with torch.no_grad():
+        assert torch.allclose(TanhGELU()(x), ref, atol=1e-6, rtol=0)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(TanhGELU()(xg).sum(), xg)
+    (g_ref,) = torch.autograd.grad(F.gelu(xg, approximate="tanh").sum(), xg)
+    assert torch.equal(g, g_ref)
+    assert torch.equal(x, torch.linspace(-8, 8, 2001))                 # input left as it was
+
+
+def test_dit_inference_path_equals_training_path_and_follows_the_audio():
+    """Without autograd tau's audio half is computed once per audio tensor; it must equal the
+    concatenated layer, and an audio tensor changed in place must not reuse the old half."""
+    torch.manual_seed(0)
+    model = MotionDiT(DiTConfig.debug(channels=4, audio_dim=6)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3) if p.dim() > 1 else None
+    x, audio, t = torch.randn(1, 50, 4), torch.randn(1, 50, 6), torch.tensor([500])
+    with torch.enable_grad():
+        ref = model(x, t, audio)
+    with torch.no_grad():
+        first, again = model(x, t, audio), model(x, t, audio)
+        assert torch.allclose(first, ref, atol=1e-5) and torch.equal(first, again)
+        audio[0, 20] += 5.0
+        moved = model(x, t, audio)
+    with torch.enable_grad():
+        assert torch.allclose(moved, model(x, t, audio), atol=1e-5)
+    assert not torch.allclose(moved, first, atol=1e-3)

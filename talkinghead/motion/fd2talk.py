@@ -17,9 +17,11 @@ blink-rate scalar conditions the expression model and a style id the pose model 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from talkinghead.diffusion.samplers import SAMPLERS
@@ -64,6 +66,7 @@ class MotionDiT(nn.Module):
         # normalisation of the motion channels (set from the corpus before training)
         self.register_buffer("mean", torch.zeros(c.channels))
         self.register_buffer("std", torch.ones(c.channels))
+        self._audio_cache: tuple | None = None  # (weakref to audio, its version, tau's audio part)
 
     def condition(self, t: torch.Tensor, style: torch.Tensor | None,
                   blink_rate: torch.Tensor | None) -> torch.Tensor:
@@ -85,11 +88,29 @@ class MotionDiT(nn.Module):
     def denoise(self, x: torch.Tensor, audio: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The transformer under a global condition `cond` (B, D): noisy motion -> prediction."""
         b, n, _ = x.shape
-        tau = self.tau(torch.cat([audio, cond[:, None].expand(b, n, -1)], -1))        # (B, T, D)
+        if torch.is_grad_enabled():
+            tau = self.tau(torch.cat([audio, cond[:, None].expand(b, n, -1)], -1))    # (B, T, D)
+        else:
+            tau = self.tau[1:](self._audio_part(audio) + self._cond_part(cond)[:, None])  # (B, T, D)
         h = self.inp(x)                                                               # (B, T, D)
         for block in self.blocks:
             h = block(h, tau, cond)
         return self.out(self.norm(h))                                                 # (B, T, C)
+
+    def _audio_part(self, audio: torch.Tensor) -> torch.Tensor:
+        """tau's first layer on the audio alone, (B, T, D) with its bias: the same at every
+        sampling step, so kept for the last audio tensor seen (by identity and version; the
+        audio half was 7 % of a step)."""
+        cached = self._audio_cache
+        if cached is not None and cached[0]() is audio and cached[1] == audio._version:
+            return cached[2]
+        first = self.tau[0]
+        part = F.linear(audio, first.weight[:, :self.config.audio_dim], first.bias)
+        self._audio_cache = (weakref.ref(audio), audio._version, part)
+        return part
+
+    def _cond_part(self, cond: torch.Tensor) -> torch.Tensor:
+        return F.linear(cond, self.tau[0].weight[:, self.config.audio_dim:])        # (B, D)
 
     def normalise(self, motion: torch.Tensor) -> torch.Tensor:
         return (motion - self.mean) / self.std

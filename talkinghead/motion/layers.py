@@ -56,30 +56,53 @@ def band_mask(t_q: int, t_k: int, window: int, device=None) -> torch.Tensor:
     return (i - j).abs() <= window
 
 
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """bool mask -> 0 where True, a large finite negative elsewhere (a row with no key left,
+    a padded query's, stays finite instead of NaN). A float mask of 2 or 4 dims lets SDPA take
+    its fused CPU kernel; a bool one sends it down the math path, whose safe softmax
+    (all / isneginf / where over the scores) cost as much as the attention itself."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, torch.finfo(dtype).min / 2)
+
+
+@functools.lru_cache(maxsize=32)
+def _block_mask(n_blocks: int, block: int, window: int, t: int, dtype: torch.dtype,
+                device: torch.device) -> torch.Tensor:
+    """(1, N, block, span) additive mask of `local_attention`'s key blocks: the same for every
+    layer and diffusion step, so built once per length."""
+    with torch.inference_mode(False), torch.no_grad():
+        span = block + 2 * window
+        qi = torch.arange(block, device=device)[:, None]
+        kj = torch.arange(span, device=device)[None] - window                        # key offset
+        starts = torch.arange(n_blocks, device=device)[:, None, None] * block
+        key_pos = starts + kj                                                         # (N,1,span)
+        mask = ((qi - kj).abs() <= window) & (key_pos >= 0) & (key_pos < t)         # (N,blk,span)
+        return _additive(mask, dtype)[None]
+
+
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int,
-                    block: int = 64) -> torch.Tensor:
+                    block: int | None = None) -> torch.Tensor:
     """Banded attention, |i - j| <= window, for q, k, v of shape (B, H, T, Dh).
 
     (Gathering each query's 2 * window + 1 keys was measured 3x slower on CPU than these key
     blocks, even for k = 3: unfolded keys are copied, the blocks go through one fused kernel.)
+    Blocks of 32 queries for a wide window, 16 for a narrow one: each block computes
+    block + 2 * window scores per query, and smaller blocks cost more calls (measured on CPU,
+    T = 700: window 25 fastest at 32, window 3 at 8-16).
     """
     b, h, t, dh = q.shape
+    block = block or (32 if window > 8 else 16)
     if t <= block:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask(t, t, window, q.device))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=_additive(band_mask(t, t, window, q.device), q.dtype))
     n_blocks = math.ceil(t / block)
     pad_q = n_blocks * block - t
-    qp = F.pad(q, (0, 0, 0, pad_q)).view(b, h, n_blocks, block, dh)                 # (B,H,N,blk,Dh)
     span = block + 2 * window
+    qp = F.pad(q, (0, 0, 0, pad_q)).reshape(b * h, n_blocks, block, dh)              # (BH,N,blk,Dh)
     kp = F.pad(k, (0, 0, window, window + pad_q))
     vp = F.pad(v, (0, 0, window, window + pad_q))
-    kb = kp.unfold(2, span, block).transpose(-1, -2)                                 # (B,H,N,span,Dh)
-    vb = vp.unfold(2, span, block).transpose(-1, -2)
-    qi = torch.arange(block, device=q.device)[:, None]
-    kj = torch.arange(span, device=q.device)[None] - window                          # key offset
-    starts = torch.arange(n_blocks, device=q.device)[:, None, None] * block
-    key_pos = starts + kj                                                             # (N,1,span)
-    mask = ((qi - kj).abs() <= window) & (key_pos >= 0) & (key_pos < t)             # (N,blk,span)
-    out = F.scaled_dot_product_attention(qp, kb, vb, attn_mask=mask)                 # (B,H,N,blk,Dh)
+    kb = kp.unfold(2, span, block).transpose(-1, -2).reshape(b * h, n_blocks, span, dh)  # (BH,N,span,Dh)
+    vb = vp.unfold(2, span, block).transpose(-1, -2).reshape(b * h, n_blocks, span, dh)
+    mask = _block_mask(n_blocks, block, window, t, q.dtype, q.device)               # (1,N,blk,span)
+    out = F.scaled_dot_product_attention(qp, kb, vb, attn_mask=mask)                 # (BH,N,blk,Dh)
     return out.reshape(b, h, n_blocks * block, dh)[:, :, :t]
 
 
@@ -108,6 +131,22 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, t, d))                          # (B,T,D)
 
 
+class TanhGELU(nn.GELU):
+    """nn.GELU(approximate="tanh"), evaluated without autograd as x * sigmoid(2 z) (= the tanh
+    form's 0.5 x (1 + tanh z), z = sqrt(2/pi) (x + 0.044715 x^3)) in place: 2.4x faster than
+    torch's tanh-GELU kernel on one CPU thread (700 x 512: 1.7 -> 0.7 ms), within 5e-7 of it."""
+
+    def __init__(self) -> None:
+        super().__init__(approximate="tanh")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        y = x * x
+        y.mul_(2 * 0.044715 * math.sqrt(2 / math.pi)).add_(2 * math.sqrt(2 / math.pi)).mul_(x)
+        return torch.sigmoid_(y).mul_(x)
+
+
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """(B,) diffusion steps -> (B, dim) sinusoidal embedding (DDPM)."""
     half = dim // 2
@@ -127,7 +166,7 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.cross = Attention(dim, heads, kv_dim=audio_dim, window=align_k, use_rope=False)
         self.norm3 = nn.LayerNorm(dim, elementwise_affine=False)
-        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(approximate="tanh"),
+        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), TanhGELU(),
                                  nn.Dropout(dropout), nn.Linear(int(dim * mlp_ratio), dim))
         self.modulation = nn.Linear(dim, 6 * dim)
         nn.init.zeros_(self.modulation.weight)
@@ -151,7 +190,7 @@ class LocalTransformerBlock(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = Attention(dim, heads, window=window)
-        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(approximate="tanh"),
+        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), TanhGELU(),
                                  nn.Linear(int(dim * mlp_ratio), dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
