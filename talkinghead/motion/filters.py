@@ -43,8 +43,6 @@ def speech_gate(samples: np.ndarray, num_frames: int, fps: float = 25.0,
     opens before it starts) and smoothed, so the gate never cuts a phone. Steady noise with no
     modulation is not speech: the mouth rests.
     """
-    from scipy.ndimage import maximum_filter1d, uniform_filter1d
-
     x = np.asarray(samples, np.float32)
     hop = sample_rate / fps
     edges = (np.arange(num_frames + 1) * hop).astype(int)
@@ -52,17 +50,42 @@ def speech_gate(samples: np.ndarray, num_frames: int, fps: float = 25.0,
     db = 10 * np.log10(energy + 1e-10)
     if db.max() < -60:                               # digital silence: the face rests
         return np.zeros(num_frames, np.float32)
-    from scipy.ndimage import percentile_filter
-
     audible = db > -90                               # digital silence says nothing of the floor
     # the noise floor of the last/next 2 s; digital silence sorts above everything
-    floor = percentile_filter(np.where(audible, db, 1e3), 10, size=int(4 * fps) + 1, mode="nearest")
+    floor = _rank_filter(np.where(audible, db, 1e3), 10, int(4 * fps) + 1)
     floor = np.where(floor < 1e3, floor, np.percentile(db[audible], 10))
     loud = (db > floor + 8) & (db > db.max() - 45)
     if loud.mean() > 0.9:                            # no quiet stretches to learn a floor from
         loud[:] = True
-    spread = maximum_filter1d(loud.astype(np.float32), 1 + 2 * int(round(hangover_s * fps)))
-    return np.clip(uniform_filter1d(spread, 3), 0, 1).astype(np.float32)
+    spread = _max_filter(loud.astype(np.float32), 1 + 2 * int(round(hangover_s * fps)))
+    edged = np.pad(spread, 1, mode="symmetric").astype(np.float64)                  # (T + 2,)
+    return np.clip((edged[:-2] + edged[1:-1] + edged[2:]) / 3, 0, 1).astype(np.float32)
+
+
+# The gate's three 1-D filters in numpy, equal to scipy.ndimage's percentile_filter (mode
+# "nearest"), maximum_filter1d and uniform_filter1d (mode "reflect" = numpy's "symmetric") on
+# these inputs (tests/test_speed_paths.py): importing scipy.ndimage cost 0.25 CPU s of a cold
+# start, and the live stream gates every hop.
+
+def _rank_filter(x: np.ndarray, percentile: float, size: int, rows: int = 4096) -> np.ndarray:
+    """scipy.ndimage.percentile_filter(x, percentile, size, mode="nearest") of a 1-D x (odd
+    size): the element of rank int(size * percentile / 100) in each centred window."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    rank = min(int(float(size) * percentile / 100.0), size - 1)
+    half = size // 2
+    windows = sliding_window_view(np.pad(x, half, mode="edge"), size)                # (T, size)
+    out = np.empty_like(x)
+    for i in range(0, len(x), rows):                                                 # bounded memory
+        out[i:i + rows] = np.partition(windows[i:i + rows], rank, axis=1)[:, rank]
+    return out
+
+
+def _max_filter(x: np.ndarray, size: int) -> np.ndarray:
+    """scipy.ndimage.maximum_filter1d(x, size) (mode "reflect", odd size) of a 1-D x."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    return sliding_window_view(np.pad(x, size // 2, mode="symmetric"), size).max(1)
 
 
 def gate_mouth(motion: Motion, gate: np.ndarray, channels: list[int]) -> Motion:
