@@ -22,6 +22,9 @@ peak disk use seen. The official code is not started where its predicted peak (q
 frames, from the H100 table) exceeds `--max-gib` or the available memory: the row says
 "does not fit" with the prediction; where it runs, its address space is capped at --max-gib + 1 GiB
 so a wrong prediction ends in its own allocation error, not in the machine's out-of-memory killer.
+A CPU row also holds the call's user and system seconds and page faults (`utime`, `stime`, `minflt`,
+`majflt`); `--profile` adds ours' exclusive CPU seconds per stage and level, and `--progress FILE`
+one line per finished stage (so a run stopped at `--timeout` records how far it got).
 
     .venv/bin/python bench/bench_dawn_scaling.py --device cpu --frames 8 16 32 --sizes 128
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/bench_dawn_scaling.py --device cpu --sizes 128 \
@@ -106,6 +109,8 @@ def _ours(args, ours, dev, noisy, fea, t, cond, info: dict):
         args.spill, lambda: args.spill)()
     run = LinearRunner(ours.to(dev), chunk=args.chunk, spill_dir=spill)
     info["spill_dir"] = spill
+    if args.profile:
+        info["_profile"] = _profile(run, args.progress)
     if spill is not None:
         empty, info["spill_bytes_mapped"] = run.store.empty, 0
 
@@ -117,6 +122,39 @@ def _ours(args, ours, dev, noisy, fea, t, cond, info: dict):
         run.store.empty = counted
         info["_watch"] = _DiskWatch(spill)
     return lambda: run(noisy, fea, t, cond)
+
+
+def _profile(run, progress: str | None = None) -> dict:
+    """Wraps the runner's stages: exclusive process CPU seconds per stage and latent size
+    ("temporal@32" = temporal attention at the 32 x 32 level), so a per-frame cost that grows with
+    the clip shows where. `progress`: a file that gets one line per finished top-level stage (its
+    number, name, the call's process CPU seconds so far, RSS MiB), so a run stopped before its end
+    still shows how far it got against a shorter clip's log."""
+    prof: dict = {}
+    stack = [0.0]
+    log = open(progress, "w", buffering=1) if progress else None
+    count, c_start = [0], time.process_time()
+
+    def wrap(name, fn):
+        def timed(*a, **kw):
+            src = a[0] if name in ("group_norm_", "init_conv") else a[1]
+            key = f"{name}@{(src[0] if isinstance(src, tuple) else src).shape[-1]}"
+            stack.append(0.0)
+            t0 = time.process_time()
+            out = fn(*a, **kw)
+            total = time.process_time() - t0
+            child = stack.pop()
+            prof[key] = prof.get(key, 0.0) + total - child
+            stack[-1] += total
+            if log is not None and len(stack) == 1:
+                count[0] += 1
+                log.write(f"{count[0]} {key} {time.process_time() - c_start:.2f} {_rss_mib()[0]:.0f}\n")
+            return out
+        return timed
+
+    for name in ("per_frame", "group_norm_", "temporal", "resnet", "init_conv"):
+        setattr(run, name, wrap(name, getattr(run, name)))
+    return prof
 
 
 def _official(args, cfg, ours, dev, noisy, fea, t, cond):
@@ -195,13 +233,15 @@ def child(args) -> dict:
 
 def _timed(args, dev, call, info: dict) -> dict:
     """Runs call() `repeats` times: wall and process CPU seconds, peak memory, spill figures."""
+    import resource
+
     import torch
 
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    rss_before = _rss_mib()[0]
+    rss_before, ru0 = _rss_mib()[0], resource.getrusage(resource.RUSAGE_SELF)
     times, cpu = [], []
     with torch.no_grad():
         for _ in range(args.repeats):
@@ -213,6 +253,11 @@ def _timed(args, dev, call, info: dict) -> dict:
             cpu.append(time.process_time() - c0)
     res = {"seconds": min(times), "seconds_all": times, "cpu_seconds": min(cpu), "cpu_seconds_all": cpu,
            "checksum": float(out.double().abs().mean())}
+    if "_profile" in info:
+        info["profile_cpu_seconds"] = {k: round(v, 2) for k, v in sorted(info.pop("_profile").items())}
+    if dev.type == "cpu":                     # the calls' user / system time and page faults
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        res.update({k: getattr(ru, f"ru_{k}") - getattr(ru0, f"ru_{k}") for k in ("utime", "stime", "minflt", "majflt")})
     if "_watch" in info:
         info["spill_disk_peak_bytes"] = info.pop("_watch").stop()
     res.update(info)
@@ -284,12 +329,19 @@ def measure(args, impl: str, size: int, frames: int) -> dict:
     cmd = [sys.executable, __file__, "--child", "--impl", impl, "--size", str(size), "--frames", str(frames),
            "--device", args.device, "--threads", str(args.threads), "--chunk", str(args.chunk),
            "--repeats", str(args.repeats), "--spill", args.spill] + (["--no-tf32"] if args.no_tf32 else []) + (
+           ["--profile"] if args.profile else []) + (["--progress", args.progress] if args.progress else []) + (
            ["--official", args.official] if args.official else [])
     t0 = time.time()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, preexec_fn=_limit(args, impl))
     except subprocess.TimeoutExpired:
-        return {"error": f"not finished within {args.timeout:.0f} s wall; not run to the end", "wall": time.time() - t0}
+        row = {"error": f"not finished within {args.timeout:.0f} s wall; not run to the end", "wall": time.time() - t0}
+        if args.progress and Path(args.progress).exists():   # how far it got: stage, CPU s, RSS MiB
+            last = (Path(args.progress).read_text().split("\n")[-2:-1] or [""])[0].split()
+            if len(last) == 4:
+                row.update(stopped_at_stage=int(last[0]), stopped_at_cpu_seconds=float(last[2]),
+                           stopped_at_rss_mib=float(last[3]))
+        return row
     if p.returncode != 0:
         tail = (p.stderr or "").strip().splitlines()[-1:] or ["?"]
         err = p.stderr.lower()
@@ -311,6 +363,8 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=550)
     ap.add_argument("--no-tf32", action="store_true", help="full float32 convolutions on CUDA")
     ap.add_argument("--spill", default="none", help="ours: 'auto' (as generate), 'none' (RAM) or a folder")
+    ap.add_argument("--profile", action="store_true", help="ours: exclusive CPU seconds per stage and level")
+    ap.add_argument("--progress", help="with --profile: a file for one line per finished stage")
     ap.add_argument("--max-gib", type=float, help="CPU: skip the official code where its predicted peak is above this")
     ap.add_argument("--out", default=str(RESULTS))
     # child mode
