@@ -26,9 +26,20 @@ from talkinghead.types import BS, Motion
 
 MOUTH_N = 17
 # chunked sampling (FD2TalkMotion.stream): frames of the first chunk (small, so the first frames
-# come early), of later chunks (larger, so the margins cost less), and of feature context on
-# each side: 4 blocks x 25 frames of self-attention reach
-CHUNK_FIRST, CHUNK_FRAMES, CHUNK_MARGIN = 100, 500, 100
+# come early), of later chunks (larger, so the margins cost less: at least CHUNK_FRAMES, as many
+# as are done, at most CHUNK_MAX unless the rest is shorter than one more chunk), and of feature
+# context on each side: 4 blocks x 25 frames of self-attention reach
+CHUNK_FIRST, CHUNK_FRAMES, CHUNK_MAX, CHUNK_MARGIN = 100, 500, 2000, 100
+
+
+def _chunk_size(done: int, total: int) -> int:
+    """Frames of the next chunk after `done`: growing with the clip (each chunk samples
+    2 * CHUNK_MARGIN frames more than it keeps: 60 s took 1.4x its frames in chunks of 500,
+    1.27x in 100, 500, 900), the whole rest when it is shorter than one more chunk."""
+    if done == 0:
+        return CHUNK_FIRST
+    want = min(CHUNK_MAX, max(CHUNK_FRAMES, done))
+    return total - done if total - done - want < want else want
 
 
 @dataclass
@@ -121,7 +132,7 @@ class FD2TalkMotion(MotionModel):
         for rows in chunks:
             buf.append(np.asarray(rows, np.float32))
             have = buf_start + sum(len(b) for b in buf)
-            want = CHUNK_FIRST if done == 0 else CHUNK_FRAMES
+            want = _chunk_size(done, total)
             if have < total and have - CHUNK_MARGIN - done < want:
                 continue
             stop = total if have >= total else have - CHUNK_MARGIN
