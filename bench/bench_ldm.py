@@ -364,9 +364,11 @@ def _train_vae(minutes: float) -> dict:
     return _train_stage("vae", "difftalk", "vae", cfg, CHECK / "data_vae", None, CHECK / "ckpt" / "vae")
 
 
-def _train_renderer(name: str, minutes: dict[str, float]) -> tuple[Path, dict]:
+def _train_renderer(name: str, minutes: dict[str, float], motion: str = "driving",
+                    data: Path = CHECK / "data") -> tuple[Path, dict]:
     """One renderer's stages after the shared VAE: DiffTalk's UNet; FD2Talk's reference decoder
-    (when its budget is > 0; else the plain VAE decodes) and UNet. -> (checkpoint folder, figures)."""
+    (when its budget is > 0; else the plain VAE decodes) and UNet on `motion` (task.motion), on
+    the prepared `data`. -> (checkpoint folder, figures)."""
     import shutil
 
     ck, cfg, out = CHECK / "ckpt", ROOT / "configs", {}
@@ -386,9 +388,9 @@ def _train_renderer(name: str, minutes: dict[str, float]) -> tuple[Path, dict]:
         shutil.rmtree(link, ignore_errors=True)                         # an earlier run's decoder
         link.symlink_to(vae)
     src = cfg / ("difftalk/unet.cpu.json" if name == "difftalk" else "fd2talk_render/unet.cpu.json")
-    ucfg = _stage_config(name, src, minutes[name], {})
+    ucfg = _stage_config(name, src, minutes[name], {"task": {"motion": motion}} if name == "fd2talk" else {})
     out[name] = _train_stage(name, "difftalk" if name == "difftalk" else "fd2talk-render", "unet", ucfg,
-                             CHECK / "data", link, root / "unet")
+                             data, link, root / "unet")
     return root, out
 
 
@@ -465,6 +467,121 @@ def _judge(name: str, ckpt: Path, picks: list[dict], steps: int, reuse: bool) ->
                         ("r", "r_other_clip", "teacher_r", "dlib_distance", "csim_dlib")}}
 
 
+# bench_dawn.make_clips draws each clip's MotionControls seed from default_rng(SEED) after its
+# sentence draw, clip by clip: split -> (SEED, portraits); clips per portrait = clips.json's / portraits
+TEACHER_RNG = {"train/p0": (0, 1), "train/p0d": (0, 1), "train/p1": (2, 1), "test": (1, 2)}
+
+
+def teacher_seeds(split: str, clips: int) -> list[int]:
+    """The seeds of `split`'s teacher clips, in clips.json's order (replayed; `write_driving`
+    checks them against the videos' measured head pose, random per seed)."""
+    from talkinghead.data.corpus import sentences
+
+    seed, portraits = TEACHER_RNG[split]
+    rng = np.random.default_rng(seed)
+    rng.choice(len(sentences()), size=clips // portraits * 2, replace=False)
+    return [int(rng.integers(1000)) for _ in range(clips)]
+
+
+def driving(split: str) -> list[tuple[dict, object]]:
+    """(clip, the relative Motion that drove its teacher video) for `split`'s clips: the motion
+    model's on the clip's audio with the clip's seed, as bench_dawn.make_clips rendered it."""
+    from talkinghead.io.audio import read_audio
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GeneratePipeline
+
+    clips = json.loads((CHECK / split / "clips.json").read_text())
+    pipe = GeneratePipeline()
+    return [(c, pipe.motion(read_audio(c["wav"]), MotionControls(seed=s)))
+            for c, s in zip(clips, teacher_seeds(split, len(clips)))]
+
+
+def driving_data(train_clips: int) -> tuple[Path, dict]:
+    """FD2Talk's training set on driving Motion: the first portrait's clips rendered again into
+    train/p0d (the same sentences, voices and seeds as train/p0, which an earlier motion code
+    rendered: its replayed driving yaw does not match the videos', r -0.40..0.73, while train/p1's
+    and the test clips' do, r >= 0.95), prepared, merged with p1's; driving.npz in every shard."""
+    import bench_dawn
+
+    from talkinghead.data.prepare import PrepareConfig, prepare
+
+    sample = bench_dawn.portraits()[0]
+    _clips("train/p0d", [sample], bench_dawn.TRAIN_VOICES, train_clips, 0)
+    if not (CHECK / "prep" / "p0d" / "manifest.json").exists():
+        prepare(CHECK / "train" / "p0d", CHECK / "prep" / "p0d", PrepareConfig(size=64), workers=2, progress=False)
+    data = _merged(CHECK / "data_driving", [CHECK / "prep" / "p0d", CHECK / "prep" / "p1"])
+    return data, write_driving((("p0d", "train/p0d"), ("p1", "train/p1")))
+
+
+def write_driving(parts) -> dict:
+    """driving.npz in every prepared shard of `parts` ((prep name, clip split), ...) for
+    task.motion "driving": the Motion that made its frames. The seeds are checked on the head
+    pose: yaw is random per seed, so the driving yaw matches the measured one (r ~ 1) only with
+    the clip's own seed."""
+    from talkinghead.types import Motion
+
+    yaw_r, jaw = [], {}
+    for part, split in parts:
+        shards = {json.loads((d / "info.json").read_text())["source"]: d
+                  for d in (CHECK / "prep" / part / "shards").iterdir() if (d / "info.json").is_file()}
+        for c, m in driving(split):
+            shard = shards[c["video"]]
+            m.save(shard / "driving.npz")
+            meas = Motion.load(shard / "motion.npz")
+            n = min(len(m), len(meas))
+            yaw_r.append(float(np.corrcoef(m.rotation[:n, 0], meas.rotation[:n, 0])[0, 1]))
+            jaw.setdefault(part, []).append([float(m.channel("jawOpen").std()), float(meas.channel("jawOpen").std())])
+    res = {"shards": len(yaw_r), "yaw_r_driving_vs_measured_min": min(yaw_r), "yaw_r_mean": float(np.mean(yaw_r)),
+           "jaw_open_std_driving_vs_measured": {k: np.mean(v, 0).tolist() for k, v in jaw.items()}}
+    print("driving", json.dumps(res), flush=True)
+    return res
+
+
+def drive_probe(ckpt: Path, test: list[dict], steps: int) -> dict:
+    """Where FD2Talk's lips are lost: the trained renderer on the held-out clips driven by (a) the
+    teacher video's Motion as the face model measures it (relative to the portrait's reading),
+    (b) the Motion that drove the teacher, (c) the motion model's on the clip's audio with the
+    seed `_judge` uses (what `generate` feeds it, unstreamed). Judged as `_judge` judges."""
+    import bench_dawn
+
+    from talkinghead.face.extract import fill_missing, motion_from_face
+    from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+    from talkinghead.io.audio import read_audio
+    from talkinghead.io.image import read_image
+    from talkinghead.io.video import iter_frames, write_video
+    from talkinghead.motion.generate import MotionControls
+    from talkinghead.pipelines.generate import GeneratePipeline
+    from talkinghead.render.base import RenderInputs
+    from talkinghead.render.ldm.fd2talk_render import FD2TalkRenderer
+
+    r, pipe, rows = FD2TalkRenderer(ckpt, steps=steps), GeneratePipeline(), []
+    drove = dict((c["video"], m) for c, m in driving("test"))
+    picks = test[::2]
+    for i, c in enumerate(picks):
+        img = read_image(c["portrait"])
+        with FaceLandmarker() as lm:
+            face = analyze_portrait(img, "portrait", lm)
+            src = r.prepare(img, face, lm)
+        with FaceLandmarker(video=True) as lm:
+            faces = [next(iter(lm.detect(f, timestamp_ms=k * 40)), None) for k, f in enumerate(iter_frames(c["video"]))]
+        measured = fill_missing([motion_from_face(f) if f is not None else None for f in faces], 25.0, c["video"])
+        motions = {"measured": measured.relative_to(motion_from_face(face)), "driving": drove[c["video"]],
+                   "generated": pipe.motion(read_audio(c["wav"]), MotionControls(seed=i))}
+        row = {"clip": Path(c["video"]).name}
+        for kind, m in motions.items():
+            m = m[:min(len(m), len(faces))]
+            out = CHECK / "probe" / kind / Path(c["video"]).name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_video(out, r.frames(src, m, RenderInputs(clip=read_audio(c["wav"]), progress=False)), 25.0,
+                        audio=c["wav"])
+            j = bench_dawn.judge(out, c["phones"], picks[(i + 1) % len(picks)]["phones"], Path(c["portrait"]))
+            row[kind] = {"jaw_open_std": float(m.channel("jawOpen").std()), "r": j["r"],
+                         "r_other_clip": j["r_other_clip"], "dlib_distance": j["dlib_distance"]}
+        print("probe", json.dumps(row), flush=True)
+        rows.append(row)
+    return {"ckpt": str(ckpt), "render_steps": steps, "test": rows, "uptime": _uptime()}
+
+
 def floor(picks: list[dict], vae: Path | None, size: int = 64, expand: float = 1.6) -> dict:
     """What the held-out clips can show through the renderers' crop before any UNet: each teacher
     frame cropped at the portrait's box (as `generate` crops), resized to `size` px, through the
@@ -531,11 +648,12 @@ def picture(picks: list[dict], names: list[str], path: Path, size: int = 128) ->
 
 def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: int, reuse: bool,
           renderers: tuple[str, ...] = ("difftalk", "fd2talk"), out: Path | None = None,
-          train_vae: bool = True) -> dict:
+          train_vae: bool = True, fd2talk_motion: str = "driving") -> dict:
     """The issue's learning check per renderer (cf. bench_dawn.py), one torch thread, one stage at
     a time, each bounded by `minutes` of process CPU time: the shared VAE, then per renderer its
-    training, the condition gap and `generate` on the held-out voice's clips (`_judge`). Results
-    are written to `out` after every renderer."""
+    training, the condition gap and `generate` on the held-out voice's clips (`_judge`). FD2Talk
+    trains on `fd2talk_motion` ("driving": `write_driving` first). Results are written to `out`
+    after every renderer."""
     import torch
 
     torch.set_num_threads(1)
@@ -551,16 +669,20 @@ def check(train_clips: int, test_clips: int, minutes: dict[str, float], steps: i
     res.setdefault("vae", _trained("vae")["vae"])
     for name in renderers:
         cpu = _cpu_s()
+        data = CHECK / "data"
+        if name == "fd2talk" and fd2talk_motion == "driving":
+            data, res["driving"] = driving_data(train_clips)
         if reuse:
             ckpt, trained = CHECK / "ckpt" / name, _trained(name)
         else:
-            ckpt, trained = _train_renderer(name, minutes)
+            ckpt, trained = _train_renderer(name, minutes, fd2talk_motion, data)
         model = "difftalk" if name == "difftalk" else "fd2talk-render"
         config = CHECK / "configs" / f"{name}.json"
         gap = condition_gap(model, config if config.exists() else ROOT / "configs" / (
-            "difftalk/unet.cpu.json" if name == "difftalk" else "fd2talk_render/unet.cpu.json"), ckpt, CHECK / "data")
+            "difftalk/unet.cpu.json" if name == "difftalk" else "fd2talk_render/unet.cpu.json"), ckpt, data)
         judge_cpu = _cpu_s()
         res[name] = {"budget_cpu_minutes": {k: minutes[k] for k in (name, "decoder") if minutes.get(k)},
+                     **({"motion": fd2talk_motion} if name == "fd2talk" else {}),
                      "train": trained, "condition_gap": gap, **_judge(name, ckpt, picks, steps, reuse),
                      "judge_cpu_minutes": (_cpu_s() - judge_cpu) / 60, "cpu_minutes": (_cpu_s() - cpu) / 60,
                      "uptime_end": _uptime()}
@@ -606,6 +728,12 @@ def main() -> None:
                     "clips' teacher frames above each renderer's")
     ap.add_argument("--floor", action="store_true", help="the held-out teacher clips through the 64 px crop "
                     "alone and through the trained VAE's round trip, judged (bench/results/ldm_check.json: floor)")
+    ap.add_argument("--fd2talk-motion", choices=("driving", "measured"), default="driving",
+                    help="--check: FD2Talk's training Motion (task.motion): the teacher's driving Motion or the "
+                    "face model's reading of its video")
+    ap.add_argument("--probe", nargs="*", metavar="CKPT", help="after --check: FD2Talk (the checkpoints CKPT "
+                    "under ckpt/, default fd2talk) driven by the held-out teacher's measured, driving and generated "
+                    "Motion, judged (bench/results/ldm_check.json: probe)")
     ap.add_argument("--render-steps", type=int, default=5, help="--check: DDIM steps when generating")
     ap.add_argument("--gap", action="store_true", help="after --check: the UNets' loss with the true vs another "
                     "frame's condition (bench/results/ldm_check.json gains it)")
@@ -651,13 +779,23 @@ def main() -> None:
         res["floor"] = {"pixels": floor(picks, None), "vae": floor(picks, CHECK / "ckpt" / "vae")}
         out.write_text(json.dumps(res, indent=1) + "\n")
         return
+    if a.probe is not None:
+        sys.path.insert(0, str(ROOT / "bench"))
+        torch_threads_one()
+        out = ROOT / "bench/results/ldm_check.json"
+        test = check_data(a.train_clips, a.test_clips)[1]
+        for name in a.probe or ["fd2talk"]:
+            res = json.loads(out.read_text()) if out.exists() else {}
+            res.setdefault("probe", {})[name] = drive_probe(CHECK / "ckpt" / name, test, a.render_steps)
+            out.write_text(json.dumps(res, indent=1) + "\n")
+        return
     if a.picture:
         sys.path.insert(0, str(ROOT / "bench"))
         return picture(check_data(a.train_clips, a.test_clips)[1][::2], a.renderers, ROOT / "docs" / "ldm_check.jpg")
     if a.check:
         sys.path.insert(0, str(ROOT / "bench"))
         check(a.train_clips, a.test_clips, dict(zip(("vae", "difftalk", "decoder", "fd2talk"), a.minutes)),
-              a.render_steps, a.reuse, tuple(a.renderers), train_vae=not a.no_vae)
+              a.render_steps, a.reuse, tuple(a.renderers), train_vae=not a.no_vae, fd2talk_motion=a.fd2talk_motion)
         return
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} on {os.cpu_count()} cores", flush=True)

@@ -329,6 +329,38 @@ def test_difftalk_training_inputs_hide_the_target(shards, tiny_vae):
         UNetTask("difftalk", UNetTaskConfig(data=str(shards), vae=str(vae_dir), masked_source="mouth"), cfg, 4)
 
 
+def test_fd2talk_trains_on_driving_motion(tmp_path, tiny_vae):
+    """task.motion "driving": FD2Talk's condition comes from each shard's driving.npz (cut or
+    padded to the shard's frames), as differences target - reference; a shard without one, or an
+    unknown kind, is a clear error."""
+    from talkinghead.errors import InputError
+    from talkinghead.render.ldm.fd2talk_render import motion_vectors
+    from talkinghead.training.ldm_tasks import UNetTask, UNetTaskConfig
+    from talkinghead.types import Motion
+
+    data = write_shards(tmp_path, frames=60)
+    cfg = lambda kind: UNetTaskConfig(data=str(data), vae=str(tiny_vae), val_samples=4, size=16,  # noqa: E731
+                                      clip_length=20, motion=kind)
+    with pytest.raises(InputError, match="driving.npz"):
+        UNetTask("fd2talk-render", cfg("driving"), FD2TalkRenderConfig(**TINY), 4)
+    with pytest.raises(InputError, match="task.motion"):
+        UNetTask("fd2talk-render", cfg("guessed"), FD2TalkRenderConfig(**TINY), 4)
+    n = 55                                                  # 5 frames short: the last row repeats
+    blend = np.zeros((n, 52), np.float32)
+    blend[:, 0] = 0.01 * np.arange(n)
+    for d in (data / "shards").iterdir():
+        Motion(blend, np.zeros((n, 3)), np.zeros((n, 3)), np.ones(n), np.ones((n, 2)), relative=True).save(d / "driving.npz")
+    task = UNetTask("fd2talk-render", cfg("driving"), FD2TalkRenderConfig(**TINY), 4)
+    for mv in task.train_samples.motion + task.val_samples.motion:
+        assert mv.shape == (60, 58) and np.allclose(mv[:, 0], 0.01 * np.minimum(np.arange(60), n - 1))
+        assert np.allclose(mv[:, 52:], 0)                   # not the measured pose (random there)
+    b = task.train_samples.draw(32, np.random.default_rng(0), task.cfg, task.model_cfg)
+    steps = b["motion"][:, 0].numpy() * 100                 # target - reference, in frames
+    assert np.allclose(steps, steps.round(), atol=1e-3) and steps.min() >= 0 and steps.max() <= 19 + 1e-3
+    assert steps.max() > 0 and np.allclose(b["motion"][:, 1:], 0)
+    assert not np.allclose(motion_vectors(Motion.load(data / "shards/clip0/motion.npz"))[:, 52:], 0)
+
+
 def _run(*args: str) -> None:
     from talkinghead.cli import main
 

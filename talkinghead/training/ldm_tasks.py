@@ -133,6 +133,10 @@ class UNetTaskConfig:
     clip_length: int = 25          # FD2Talk: the reference is the first frame of such a clip
     mouth_weight: float = 1.0      # loss weight of the mouth's latent cells (1: the papers' loss)
     val_samples: int = 16
+    # FD2Talk's Motion: "measured" (the face model's, motion.npz; the paper's extracted
+    # coefficients) or "driving" (driving.npz beside it: the Motion that made a synthetic video's
+    # frames, in the motion model's own space; see `FrameSamples`)
+    motion: str = "measured"
 
 
 def reference_frame(length: int, i: int, gap: int, rng: np.random.Generator) -> int:
@@ -154,13 +158,18 @@ def reference_frame(length: int, i: int, gap: int, rng: np.random.Generator) -> 
 
 
 class FrameSamples:
-    """Per-frame samples (target, reference, conditions) from prepared shards."""
+    """Per-frame samples (target, reference, conditions) from prepared shards.
 
-    def __init__(self, shards: VideoShards, root: str | Path) -> None:
-        from talkinghead.types import Motion
+    `motion` "driving": each shard's driving.npz (a relative Motion, cut or padded to the shard's
+    frames) instead of the face model's motion.npz. Why: `generate` drives the FD2Talk renderer
+    with the motion model's Motion, and the face model's reading of a rendered face need not be
+    in that space. On the learning check's geometric teacher videos it is not: the portrait's
+    jaw opening, driven with std 0.094, reads back at std 0.022 (the carphone's 0.10 at 0.11), so
+    a renderer trained on the reading is over-driven fourfold at generate (docs/ldm.md)."""
 
+    def __init__(self, shards: VideoShards, root: str | Path, motion: str = "measured") -> None:
         self.shards = shards
-        self.motion = [motion_vectors(Motion.load(Path(root) / "shards" / v.name / "motion.npz"))
+        self.motion = [motion_vectors(_shard_motion(Path(root) / "shards" / v.name, len(v), motion))
                        for v in shards.videos]
 
     def draw(self, n: int, rng: np.random.Generator, cfg: UNetTaskConfig, model_cfg) -> dict[str, torch.Tensor]:
@@ -205,6 +214,19 @@ class FrameSamples:
                 "lips": torch.from_numpy(((np.asarray(v.masks[i]) & LIP_BIT) > 0)[None].astype(np.float32))}
 
 
+def _shard_motion(shard: Path, frames: int, kind: str):
+    """A shard's Motion of `kind` ("measured" or "driving"), `frames` long."""
+    from talkinghead.types import Motion
+
+    if kind not in ("measured", "driving"):
+        raise InputError(f"task.motion {kind!r}: \"measured\" or \"driving\"")
+    path = shard / ("motion.npz" if kind == "measured" else "driving.npz")
+    if not path.is_file():
+        raise InputError(f"{shard}: task.motion \"{kind}\" needs {path.name} in every shard")
+    m = Motion.load(path)
+    return m[np.minimum(np.arange(frames), len(m) - 1)]     # cut, or the last row repeated
+
+
 class UNetTask:
     def __init__(self, renderer: str, cfg: UNetTaskConfig, model_cfg, batch_size: int) -> None:
         from talkinghead.render.ldm.autoencoder import downsampling, is_diffusers_vae, load_vae
@@ -226,7 +248,8 @@ class UNetTask:
         self.model_cfg = type(model_cfg)(**{**asdict(model_cfg), **extra})
         self.model = RENDERERS[renderer][1](self.model_cfg)
         self.schedule = schedule_of(self.model_cfg)
-        self.train_samples, self.val_samples = FrameSamples(self.train_set, cfg.data), FrameSamples(self.val_set, cfg.data)
+        self.train_samples, self.val_samples = (FrameSamples(self.train_set, cfg.data, cfg.motion),
+                                                FrameSamples(self.val_set, cfg.data, cfg.motion))
         rng = np.random.default_rng(0)
         self._val = [self.val_samples.draw(4, rng, cfg, self.model_cfg) for _ in range(max(1, cfg.val_samples // 4))]
         self.scale = self._latent_scale(ours)
