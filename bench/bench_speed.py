@@ -262,7 +262,55 @@ def report(r: dict) -> None:
         q = r["quality"]
         print(f"PSNR encoded vs uncompressed (sample): mean {q['psnr_db_mean']:.2f} dB, min "
               f"{q['psnr_db_min']:.2f} dB, {q['bytes'] / 1e3:.0f} kB")
+    rss = {k: v["peak_rss_mib"] for k, v in r["process"].items()}
+    if rss:
+        print("peak RSS by audio length (flat in length is the goal): "
+              + ", ".join(f"{k} {m:.0f} MiB" for k, m in rss.items()))
+    print_headline(r.get("headline", headline(r)))
     print(f"load: {r['uptime_end']}")
+
+
+def headline(r: dict) -> list[dict]:
+    """One row per goal of issue #12: the figure, its floors measured in the same run, the ratio
+    (the headline on a shared machine) and whether the goal is met."""
+    rows = []
+
+    def add(what, goal, value, unit, floor=None, floor2=None, met=None):
+        rows.append({"what": what, "goal": goal, "value": value, "unit": unit, "floor": floor,
+                     "ratio": value / floor if floor else None, "floor2": floor2,
+                     "ratio2": value / floor2 if floor2 else None, "met": met})
+
+    for k, v in r.get("warm", {}).items():
+        goal = 0.10 if k.startswith("512") else None
+        add(f"warm {k}", goal and f"<= {goal}", v["s_per_s"], "s/s", v["encode_floor_s_per_s"],
+            v["reencode_floor_s_per_s"], v["s_per_s"] <= goal if goal else None)
+    for k, v in r.get("process", {}).items():
+        long_ = not k.startswith("sample")
+        add(f"whole process {k}", "<= 0.15" if long_ else None, v["s_per_s"], "s/s",
+            v["reencode_process_s_per_s"], None, v["s_per_s"] <= 0.15 if long_ else None)
+    for k in ("sample", "sample cached"):
+        if k in r.get("process", {}):
+            ff = r["process"][k]["first_frame_s"]
+            add(f"first frame, process, {k}", "<= 2", ff, "s", met=ff <= 2.0)
+    rss = {k: v["peak_rss_mib"] for k, v in r.get("process", {}).items() if k != "sample cached"}
+    if rss:
+        top = max(rss.values())
+        add("peak RSS " + " / ".join(rss), "< 1536, flat", top, "MiB", met=top < 1536)
+    if "quality" in r:
+        q = r["quality"]["psnr_db_mean"]
+        add("PSNR encoded vs uncompressed", ">= 38", q, "dB", met=q >= 38.0)
+    return rows
+
+
+def print_headline(rows: list[dict]) -> None:
+    print("headline: goal | measured | floor | ratio | second floor | ratio | met")
+    print("  (warm rows: floor = the output's frames encoded alone, second = decode + re-encode in "
+          "the same process; process rows: floor = a whole decode + re-encode process)")
+    for h in rows:
+        f = lambda x, n=3: "-" if x is None else f"{x:.{n}f}"  # noqa: E731
+        met = {True: "yes", False: "NO", None: ""}[h["met"]]
+        print(f"  {h['what']:34} {h['goal'] or '':>12}  {h['value']:8.3f} {h['unit']:4} "
+              f"{f(h['floor']):>7} {f(h['ratio'], 2):>6}  {f(h['floor2']):>7} {f(h['ratio2'], 2):>6}  {met}")
 
 
 def warm_section(r: dict, args, main_audio: Path, d: Path) -> None:
@@ -325,6 +373,7 @@ def main() -> None:
             warm_section(r, args, main_audio, d)
         process_section(r, args, main_audio, d)
     r["uptime_end"], r["loadavg_end"] = uptime(), os.getloadavg()
+    r["headline"] = headline(r)
     report(r)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(r, indent=1) + "\n")
