@@ -340,3 +340,25 @@ def test_speech_gate_filters_equal_scipy_and_import_no_scipy():
             "g = speech_gate(x, 50); assert 0 < g.mean() < 1, g; print('scipy.ndimage' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_first_chunk_samples_both_models_at_once_and_keeps_errors():
+    from talkinghead.motion.generate import _both
+
+    seen = []
+
+    def sample(i):
+        seen.append(threading.current_thread().name)
+        return np.full(3, i)
+
+    a, b = _both(sample, parallel=True)
+    assert a.tolist() == [0, 0, 0] and b.tolist() == [1, 1, 1] and "talkinghead-pose" in seen
+
+    def failing(i):
+        if i == 1:
+            raise InputError("pose failed")
+        return np.zeros(1)
+
+    with pytest.raises(InputError, match="pose failed"):
+        _both(failing, parallel=True)
+    assert not [t for t in threading.enumerate() if t.name == "talkinghead-pose"]

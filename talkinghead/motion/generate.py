@@ -139,15 +139,43 @@ class FD2TalkMotion(MotionModel):
             audio = np.concatenate(buf)                                               # (n, A)
             lo, hi = max(0, done - CHUNK_MARGIN), min(have, stop + CHUNK_MARGIN)
             a = torch.from_numpy(audio[lo - buf_start:hi - buf_start])[None]         # (1, hi-lo, A)
-            out = []
-            for model, eps, extra in zip(models, noise, extras):
-                x0 = sample_window(model, a, eps[:0], eps[lo:hi], controls.steps, controls.sampler, **extra)
-                out.append(model.denormalise(x0[done - lo:stop - lo]).numpy())
-            expr, pose = out
+            def sample(i: int) -> np.ndarray:
+                model, eps = models[i], noise[i]
+                x0 = sample_window(model, a, eps[:0], eps[lo:hi], controls.steps, controls.sampler, **extras[i])
+                return model.denormalise(x0[done - lo:stop - lo]).numpy()
+
+            # the first chunk is what the first frame waits for: the pose model samples it in a
+            # second thread (torch releases the GIL; the same operations, so the same numbers)
+            expr, pose = _both(sample, parallel=done == 0)
             pose0 = pose[:1].copy() if pose0 is None else pose0
             yield to_motion(expr, pose - pose0, fps)
             drop = max(0, stop - CHUNK_MARGIN - buf_start)         # rows no later chunk reads
             buf, buf_start, done = [audio[drop:]], buf_start + drop, stop
+
+
+def _both(sample, parallel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(sample(0), sample(1)), the second in another thread when `parallel`."""
+    if not parallel:
+        return sample(0), sample(1)
+    import threading
+
+    second: list = []
+
+    def run() -> None:
+        try:
+            second.append(sample(1))
+        except BaseException as e:  # re-raised in the caller's thread
+            second.append(e)
+
+    t = threading.Thread(target=run, name="talkinghead-pose", daemon=True)
+    t.start()
+    try:
+        first = sample(0)
+    finally:
+        t.join()
+    if isinstance(second[0], BaseException):
+        raise second[0]
+    return first, second[0]
 
 
 class SadTalkerMotion(MotionModel):
