@@ -127,3 +127,14 @@ def test_dit_inference_path_equals_training_path_and_follows_the_audio():
     with torch.enable_grad():
         assert torch.allclose(moved, model(x, t, audio), atol=1e-5)
     assert not torch.allclose(moved, first, atol=1e-3)
+    with torch.no_grad():                                   # an optimiser step changes tau's weights
+        model.tau[0].weight.mul_(1.5)
+        stepped = model(x, t, audio)
+    with torch.enable_grad():
+        assert torch.allclose(stepped, model(x, t, audio), atol=1e-5)
+    assert not torch.allclose(stepped, moved, atol=1e-3)
+    with torch.inference_mode():                            # inference tensors: no version, no cache
+        a2 = audio.clone()
+        assert torch.allclose(model(x, t, a2), stepped, atol=1e-5)
+        a2[0, 5] += 5.0
+        assert not torch.allclose(model(x, t, a2), stepped, atol=1e-3)

@@ -66,7 +66,7 @@ class MotionDiT(nn.Module):
         # normalisation of the motion channels (set from the corpus before training)
         self.register_buffer("mean", torch.zeros(c.channels))
         self.register_buffer("std", torch.ones(c.channels))
-        self._audio_cache: tuple | None = None  # (weakref to audio, its version, tau's audio part)
+        self._audio_cache: tuple | None = None  # (weakrefs, versions, tau's audio part)
 
     def condition(self, t: torch.Tensor, style: torch.Tensor | None,
                   blink_rate: torch.Tensor | None) -> torch.Tensor:
@@ -99,14 +99,20 @@ class MotionDiT(nn.Module):
 
     def _audio_part(self, audio: torch.Tensor) -> torch.Tensor:
         """tau's first layer on the audio alone, (B, T, D) with its bias: the same at every
-        sampling step, so kept for the last audio tensor seen (by identity and version; the
-        audio half was 7 % of a step)."""
-        cached = self._audio_cache
-        if cached is not None and cached[0]() is audio and cached[1] == audio._version:
-            return cached[2]
+        sampling step, so kept for the last audio tensor seen (the audio half was 7 % of a
+        step). The key holds the audio tensor and the layer's weights, each with its version
+        (bumped by in-place changes: an optimiser step, a load); inference tensors track no
+        version, so they are never kept."""
         first = self.tau[0]
+        tensors = (audio, first.weight, first.bias)
+        key = None if any(t.is_inference() for t in tensors) else tuple(t._version for t in tensors)
+        cached = self._audio_cache
+        if key is not None and cached is not None and cached[1] == key and \
+                all(r() is t for r, t in zip(cached[0], tensors)):
+            return cached[2]
         part = F.linear(audio, first.weight[:, :self.config.audio_dim], first.bias)
-        self._audio_cache = (weakref.ref(audio), audio._version, part)
+        if key is not None:
+            self._audio_cache = (tuple(weakref.ref(t) for t in tensors), key, part)
         return part
 
     def _cond_part(self, cond: torch.Tensor) -> torch.Tensor:
