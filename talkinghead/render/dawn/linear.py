@@ -32,6 +32,9 @@ import torch.nn.functional as F
 from talkinghead.render.dawn.unet3d import Block, ResnetBlock, Unet3D
 
 
+CPU_GROUP_BYTES = 4 << 20   # largest temporary of one temporal-attention call on CPU (see LinearRunner.group)
+
+
 class Store:
     """Allocates whole-clip activations: in RAM, or memory-mapped files under `spill_dir` (CPU)."""
 
@@ -138,6 +141,17 @@ class LinearRunner:
             h[:, :, a:b] += blk.res_conv(_slice(src, a, b))
         return h
 
+    def group(self, x: torch.Tensor, attn, nq: int, nk: int) -> int:
+        """Latent positions per attention call: `positions`, and on CPU few enough that the call's
+        largest temporaries (keys, values, scores: about nk x max(inner, heads x nq) floats per
+        position) stay under CPU_GROUP_BYTES. Larger blocks are above glibc's mmap threshold (at
+        most 32 MiB): each is mapped and unmapped per call, and its page faults cost more than the
+        arithmetic (128 px, 1,000 frames, 1,024 positions: 169 of 467 CPU s in the kernel)."""
+        if x.device.type != "cpu":
+            return self.positions
+        per = nk * max(attn.to_qkv.weight.shape[0] // 3, attn.heads * nq, x.shape[1]) * x.element_size()
+        return max(1, min(self.positions, CPU_GROUP_BYTES // per))
+
     def temporal(self, residual, x: torch.Tensor) -> torch.Tensor:
         """Residual(PreNorm(temporal Attention)) with banded keys."""
         norm, attn = residual.fn.norm, residual.fn.fn.fn
@@ -152,9 +166,10 @@ class LinearRunner:
             k_pos = torch.arange(ka, kb, device=x.device)
             bias = bias_mod.between(q_pos, k_pos)
             res = torch.empty(bsz, hh * ww, b - a, c, dtype=x.dtype, device=x.device)
-            for p in range(0, hh * ww, self.positions):
-                kv = tok[:, p:p + self.positions]
-                res[:, p:p + self.positions] = attn.attend(kv[:, :, a - ka:b - ka], kv, q_pos, k_pos, bias)
+            step = self.group(x, attn, b - a, kb - ka)
+            for p in range(0, hh * ww, step):
+                kv = tok[:, p:p + step]
+                res[:, p:p + step] = attn.attend(kv[:, :, a - ka:b - ka], kv, q_pos, k_pos, bias)
             out[:, :, a:b] = x[:, :, a:b] + res.reshape(bsz, hh, ww, b - a, c).permute(0, 4, 3, 1, 2)
         return out
 
