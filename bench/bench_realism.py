@@ -16,7 +16,9 @@ Writes bench/results/realism.json. `--frames DIR` also saves real/output PNGs of
 mouths and of the strongest blink; `--figures BEFORE AFTER` draws docs/realism*.png from two such
 folders (real | before | after mouths, blink and gaze, set mouth openings, a head turn over the
 still background, and `generate` on the bundled sample and a closed-mouth portrait); `--label`
-names the run.
+names the run; `--breakdown` adds, per clip, the ratios with one face region (mouth interior,
+lips, eyes, skin, outside the face oval) taken from the real frame, and the face ratio per
+sixth of the clip: where the remaining LPIPS lies.
 """
 
 from __future__ import annotations
@@ -146,6 +148,28 @@ def teeth_share(image: np.ndarray, points: np.ndarray) -> float:
     return float(teeth.mean())
 
 
+def region_masks(shape: tuple[int, int], points: np.ndarray) -> dict[str, np.ndarray]:
+    """(H, W) bool masks of the face regions from (>=468, >=2) landmarks, for the breakdown."""
+    import cv2
+
+    from talkinghead.face import regions as R
+
+    def poly(idx, k: float = 1.0) -> np.ndarray:
+        q = points[list(idx), :2]
+        q = q.mean(0) + k * (q - q.mean(0))
+        m = np.zeros(shape, np.uint8)
+        cv2.fillPoly(m, [np.round(q).astype(np.int32)], 1)
+        return m > 0
+
+    inner = poly(R.LIPS_INNER_UPPER + R.LIPS_INNER_LOWER[-2:0:-1])
+    outer = poly(R.LIPS_OUTER_UPPER + R.LIPS_OUTER_LOWER[-2:0:-1])
+    oval = poly(R.FACE_OVAL)
+    eyes = (poly(R.LEFT_EYE_UPPER + R.LEFT_EYE_LOWER[::-1], 1.8)
+            | poly(R.RIGHT_EYE_UPPER + R.RIGHT_EYE_LOWER[::-1], 1.8)) & oval & ~outer
+    return {"mouth interior": inner, "lips": outer & ~inner, "eyes": eyes,
+            "skin": oval & ~outer & ~eyes, "outside the face oval": ~oval}
+
+
 # -- one clip -----------------------------------------------------------------------------------
 @dataclass
 class ClipResult:
@@ -158,6 +182,24 @@ class ClipResult:
     teeth_out: list[float] = field(default_factory=list)
     opening: list[float] = field(default_factory=list)
     blink: list[float] = field(default_factory=list)
+    # --breakdown: region -> (face, mouth) LPIPS with that region taken from the real frame
+    oracle: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    times: list[int] = field(default_factory=list)
+
+    def breakdown(self) -> dict:
+        """Face/mouth ratios with each region made perfect, and the face ratio per sixth of
+        the clip (frame range, ratio, do-nothing LPIPS)."""
+        face, still = np.asarray(self.lpips_face), np.asarray(self.lpips_face_still)
+        mstill = np.mean(self.lpips_mouth_still)
+        out = {"real " + k: {"face_ratio": round(float(np.mean(f) / still.mean()), 3),
+                             "mouth_ratio": round(float(np.mean(m) / mstill), 3)}
+               for k, (f, m) in self.oracle.items()}
+        t = np.asarray(self.times)
+        sixths = [i for i in np.array_split(np.arange(len(face)), 6) if len(i)]
+        out["by_sixth"] = [[int(t[i[0]]), int(t[i[-1]]),
+                            round(float(face[i].mean() / still[i].mean()), 3),
+                            round(float(still[i].mean()), 3)] for i in sixths]
+        return out
 
     def summary(self) -> dict[str, float]:
         real, out = np.asarray(self.teeth_real), np.asarray(self.teeth_out)
@@ -179,8 +221,10 @@ class ClipResult:
         }
 
 
-def reenact(clip: str, metric, frames_dir: Path | None = None, config=None) -> ClipResult:
-    """Self-reenactment of one clip, measured frame by frame (see the module docstring)."""
+def reenact(clip: str, metric, frames_dir: Path | None = None, config=None,
+            breakdown: bool = False) -> ClipResult:
+    """Self-reenactment of one clip, measured frame by frame (see the module docstring).
+    `breakdown`: also the LPIPS with each face region taken from the real frame."""
     import cv2
 
     from talkinghead.assets import asset_path
@@ -222,6 +266,9 @@ def reenact(clip: str, metric, frames_dir: Path | None = None, config=None) -> C
             batch[key].append(crop(img, fbox, 128))
         for key, img in (("mr", real), ("mo", out), ("ms", first)):
             batch[key].append(crop(img, mbox, 64))
+        if breakdown:
+            _oracle_crops(batch, real, out, pts, fbox, mbox)
+        res.times.append(t)
         res.teeth_real.append(teeth_share(real, pts))
         res.teeth_out.append(teeth_share(out, mesh))
         res.opening.append(R.mouth_opening(pts))
@@ -232,7 +279,21 @@ def reenact(clip: str, metric, frames_dir: Path | None = None, config=None) -> C
     res.lpips_face_still = list(metric(batch["fs"], batch["fr"]))
     res.lpips_mouth = list(metric(batch["mo"], batch["mr"]))
     res.lpips_mouth_still = list(metric(batch["ms"], batch["mr"]))
+    for name in [k[3:] for k in batch if k.startswith("fo:")]:
+        res.oracle[name] = (list(metric(batch["fo:" + name], batch["fr"])),
+                            list(metric(batch["mo:" + name], batch["mr"])))
     return res
+
+
+def _oracle_crops(batch: dict[str, list], real: np.ndarray, out: np.ndarray, pts: np.ndarray,
+                  fbox: tuple[int, int, int, int], mbox: tuple[int, int, int, int]) -> None:
+    """Face and mouth crops of the output with one region (real frame's landmarks) replaced by
+    the real frame's pixels: how much of the LPIPS that region holds."""
+    for name, mask in region_masks(real.shape[:2], pts).items():
+        pasted = out.copy()
+        pasted[mask] = real[mask]
+        batch.setdefault("fo:" + name, []).append(crop(pasted, fbox, 128))
+        batch.setdefault("mo:" + name, []).append(crop(pasted, mbox, 64))
 
 
 def _keep_frame(frames_dir: Path, clip: str, t: int, real: np.ndarray, out: np.ndarray,
@@ -410,6 +471,8 @@ def main() -> None:
     ap.add_argument("--label", default="current")
     ap.add_argument("--clips", nargs="*", default=list(DEV_CLIPS + HELD_OUT))
     ap.add_argument("--lip-raise", type=float, help="experiment: the rig's lip_raise_cm")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also the ratios with each face region taken from the real frame")
     ap.add_argument("--figures", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
                     help="only draw docs/realism*.png from two --frames folders")
     args = ap.parse_args()
@@ -430,7 +493,10 @@ def main() -> None:
         from talkinghead.render.rig import RigConfig
 
         config = RenderConfig(rig=RigConfig(lip_raise_cm=args.lip_raise))
-    results = {c: reenact(c, metric, args.frames, config).summary() for c in args.clips}
+    results = {}
+    for c in args.clips:
+        res = reenact(c, metric, args.frames, config, args.breakdown)
+        results[c] = res.summary() | ({"breakdown": res.breakdown()} if args.breakdown else {})
     dev = [results[c] for c in DEV_CLIPS if c in results]
     out = {
         "label": args.label, "metric": name,
@@ -448,6 +514,8 @@ def main() -> None:
         print(f"{c:28s} face {r['face_ratio']:.3f}x  mouth {r['mouth_ratio']:.3f}x  "
               f"teeth {r['teeth_ratio']}x (real {r['teeth_real']}, {r['teeth_frames']} frames)  "
               f"r {r['teeth_r']}{tag}")
+        for k, v in r.get("breakdown", {}).items():
+            print(f"    {k:34s} {v}")
     print("dev mean:", out["dev_mean"])
     dest = ROOT / "bench" / "results" / "realism.json"
     prev = json.loads(dest.read_text()) if dest.exists() else {}

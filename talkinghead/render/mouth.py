@@ -29,7 +29,11 @@ from talkinghead.render.teeth import (COLS, ROWS, MouthBank, MouthTexture, extra
                                       teeth_fraction, upper_extent)
 
 SKULL = (1, 4, 5, 6, 168, 195, 197, 33, 133, 263, 362)  # points that move with the skull only
-CAVITY_TONE = 0.28  # oral cavity brightness relative to the lips
+# oral cavity brightness relative to the lips (was 0.28): lighter is closer to real mouths on the
+# dev clips (mouth LPIPS 0.437 -> 0.431x carphone, 0.663 -> 0.661x Wolfgang; 0.45: 0.419x /
+# 0.657x), but the face model reads a lighter mouth as less open (drive round trip jawOpen r
+# 0.813 at 0.28, 0.816 at 0.33, 0.804 at 0.38, 0.779 at 0.45), so 0.33 (#10)
+CAVITY_TONE = 0.33
 TONGUE_GAP = 0.05   # dark cavity between the lower lip/teeth and the tongue, in mouth widths
 TONGUE_TONE = 0.45  # tongue brightness relative to the lips (it sits in the mouth's shadow)
 EDGE_BLUR = 1.5     # the lips' inner edge fades in over 1 + this x the portrait's blur sigma, px
