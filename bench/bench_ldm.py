@@ -13,6 +13,9 @@ in the audio's length. Not a test; figures go to bench/results/ldm.json.
    process CPU time (TrainConfig.max_cpu_minutes); judged on `generate`'s output video.
 4. `--floor`: the held-out teacher clips through the 64 px crop alone and through the trained
    VAE's round trip, judged the same way: what any UNet on that VAE can reach (docs/ldm.md).
+5. `--probe`: FD2Talk's trained renderer on the held-out clips driven by the teacher video's
+   measured Motion, by the Motion that drove it and by the motion model's (as `generate`):
+   which input space its lips follow (docs/ldm.md).
 """
 
 from __future__ import annotations
