@@ -48,8 +48,6 @@ class MouthTexture:
 def upper_extent(tex: np.ndarray, gap: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """(COLS,) how far the upper teeth reach below the upper lip, in mouth widths: the first run
     of bright, unsaturated rows (teeth) from the top of each column (half the gap where none)."""
-    from scipy.ndimage import median_filter
-
     lum = tex.mean(-1)                                                  # (ROWS, COLS)
     sat = (tex.max(-1) - tex.min(-1)) / np.maximum(lum, 1e-3)
     teeth = (lum >= 0.9 * float(np.mean(ref))) & (sat <= 0.35)
@@ -62,7 +60,10 @@ def upper_extent(tex: np.ndarray, gap: np.ndarray, ref: np.ndarray) -> np.ndarra
             stop = np.flatnonzero(np.diff(hit) > 2)                      # first break in the run
             ext[j] = (hit[stop[0]] if len(stop) else hit[-1]) + 1
     ext = np.where(np.isnan(ext), 0.5 * gap, np.minimum(ext / COLS, gap))
-    return median_filter(ext, 9, mode="nearest").astype(np.float32)
+    # a 9-wide running median, edges repeated (scipy.ndimage.median_filter mode="nearest", without
+    # importing scipy on generate's path to the first frame)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(ext, 4, mode="edge"), 9)  # (COLS, 9)
+    return np.median(windows, axis=1).astype(np.float32)
 
 
 @dataclass(frozen=True)
