@@ -10,16 +10,30 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 SAMPLE = Path(__file__).resolve().parents[1] / "talkinghead" / "assets" / "sample"
 
 
-@pytest.fixture
-def one_thread():
-    """Torch on one thread for the test (tiny models run many small ops: no oversubscription on a
-    loaded 2-core machine, ~10x faster here); the previous count is restored after."""
+def _torch_on_one_thread():
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (tiny models run many small ops: no oversubscription on a
+    loaded 2-core machine, ~10x faster here); the previous count is restored after."""
+    yield from _torch_on_one_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_module():
+    """`one_thread` for a whole module, its module-scoped fixtures (trained checkpoints, written
+    weight files) included: `pytestmark = pytest.mark.usefixtures("one_thread_module")`. Measured
+    at load 4-8 on 2 cores: test_hallo2 + test_motion_models 180 -> 23 CPU s."""
+    yield from _torch_on_one_thread()
 
 
 @pytest.fixture(scope="session")

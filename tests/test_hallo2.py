@@ -12,6 +12,8 @@ import torch
 
 from test_ldm import TINY, write_shards
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")   # tests/conftest.py: tiny models, 2 threads cost ~8x the CPU
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -14,6 +14,8 @@ from talkinghead.motion.sadtalker import ExpNet, ExpNetConfig, PoseVAE, PoseVAEC
 from talkinghead.motion.sync_expert import SyncExpert, SyncExpertConfig, sync_loss
 from talkinghead.training.run import load_config, train_motion
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")   # tests/conftest.py: tiny models, 2 threads cost ~8x the CPU
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "motion"
 
 

