@@ -14,6 +14,8 @@ from talkinghead.errors import InputError
 from talkinghead.io.audio import read_audio
 from talkinghead.types import AudioClip
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")   # tests/conftest.py: one torch thread, measured faster
+
 
 def _tone(seconds: float, hz: float = 220.0) -> AudioClip:
     t = np.arange(int(seconds * 16000)) / 16000

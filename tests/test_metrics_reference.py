@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")   # tests/conftest.py: one torch thread, measured faster
+
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 
 

@@ -12,6 +12,8 @@ import torch
 
 from conftest import run_cli
 
+pytestmark = pytest.mark.usefixtures("one_thread_module")   # tests/conftest.py: one torch thread, measured faster
+
 FIXTURES = Path(__file__).parent / "fixtures" / "minilm"
 
 
