@@ -123,9 +123,9 @@ def speed(work: Path, sizes=(64, 128), frames: int = 8, steps: int = 10, device:
     return out
 
 
-def child(seconds: float, ckpt: str) -> None:
-    """Run in a fresh process: stream DiffTalk's frames; print peak RSS (MiB) before and after."""
-    r, state = _renderer("difftalk", Path(ckpt), 1)
+def child(seconds: float, ckpt: str, renderer: str = "difftalk") -> None:
+    """Run in a fresh process: stream the renderer's frames; print peak RSS (MiB) before and after."""
+    r, state = _renderer(renderer, Path(ckpt), 1)
     motion, inputs = _inputs(seconds)
     page = os.sysconf("SC_PAGE_SIZE") / 2 ** 20
     rss = lambda: int(Path("/proc/self/statm").read_text().split()[1]) * page  # noqa: E731  current MiB
@@ -136,18 +136,19 @@ def child(seconds: float, ckpt: str) -> None:
             first = rss()
         if n % 25 == 0:
             most = max(most, rss())
-    print(json.dumps({"audio_seconds": seconds, "frames": n, "rss_before_mib": before,
+    print(json.dumps({"renderer": renderer, "audio_seconds": seconds, "frames": n, "rss_before_mib": before,
                       "rss_after_first_frame_mib": first,
                       "rss_max_while_streaming_mib": max(most, rss()), "rss_end_mib": rss(),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "wall_s": time.perf_counter() - t0}))
 
 
-def memory(work: Path, lengths: tuple[float, ...], threads: int = 0) -> list[dict]:
-    ckpt = make_checkpoint(work / "mem", "difftalk", 64, debug=True)
+def memory(work: Path, lengths: tuple[float, ...], threads: int = 0, renderer: str = "difftalk") -> list[dict]:
+    ckpt = make_checkpoint(work / "mem", "fd2talk-render" if renderer == "fd2talk" else renderer, 64, debug=True)
     out = []
     for s in lengths:
-        res = subprocess.run([sys.executable, __file__, "--child", str(s), str(ckpt), "--threads", str(threads)],
+        res = subprocess.run([sys.executable, __file__, "--child", str(s), str(ckpt), renderer,
+                              "--threads", str(threads)],
                              capture_output=True,
                              text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         out.append(json.loads(res.stdout.strip().splitlines()[-1]))
@@ -711,7 +712,7 @@ def main() -> None:
     import tempfile
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--frames", type=int, default=8, help="frames timed per renderer and size")
     ap.add_argument("--lengths", type=float, nargs="+", default=[10, 300], help="audio seconds (memory)")
@@ -751,6 +752,9 @@ def main() -> None:
     ap.add_argument("--widths", choices=("cpu", "paper"), default="cpu",
                     help="speed: the .cpu.json configs' widths or the paper-scale configs'")
     ap.add_argument("--speed-only", action="store_true", help="skip the memory runs")
+    ap.add_argument("--memory-only", action="store_true", help="only the memory runs (with --memory-renderer)")
+    ap.add_argument("--memory-renderer", choices=("difftalk", "fd2talk"), default="difftalk",
+                    help="the renderer streamed in the memory runs")
     ap.add_argument("--out", help="results file (default bench/results/ldm.json; --learn: ldm_learn.json)")
     a = ap.parse_args()
     a.out = a.out or str(ROOT / "bench/results" / ("ldm_learn.json" if a.learn else "ldm.json"))
@@ -759,7 +763,7 @@ def main() -> None:
 
         torch.set_num_threads(a.threads)
     if a.child:
-        return child(float(a.child[0]), a.child[1])
+        return child(float(a.child[0]), a.child[1], a.child[2])
     if a.data_only:
         sys.path.insert(0, str(ROOT / "bench"))
         return print(check_data(a.train_clips, a.test_clips, a.data_only)[2])
@@ -810,13 +814,14 @@ def main() -> None:
         Path(a.out).write_text(json.dumps(res, indent=1))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        res = {"load_average": load, "uptime": _uptime(),
-               "speed": speed(Path(tmp), tuple(a.sizes), a.frames, device=a.device, widths=a.widths)}
+        res = {"load_average": load, "uptime": _uptime()}
+        if not a.memory_only:
+            res["speed"] = speed(Path(tmp), tuple(a.sizes), a.frames, device=a.device, widths=a.widths)
         if a.speed_only:
             res["load_average_end"] = os.getloadavg()
             Path(a.out).write_text(json.dumps(res, indent=1))
             return
-        res["memory"] = memory(Path(tmp), tuple(a.lengths), a.threads)
+        res["memory"] = memory(Path(tmp), tuple(a.lengths), a.threads, a.memory_renderer)
     m = res["memory"]
     key = "rss_max_while_streaming_mib"
     res["memory_ratio_long_vs_short"] = m[-1][key] / m[0][key]
