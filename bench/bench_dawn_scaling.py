@@ -387,7 +387,8 @@ def main() -> None:
                 r = (impl == "official" and _does_not_fit(args, results, size, frames)) or measure(args, impl, size, frames)
                 r.update(load_before=round(load[0], 1), load_after=round(os.getloadavg()[0], 1),
                          mem_available_gib_before=round(avail, 1), threads=args.threads, chunk=args.chunk,
-                         official_code=bool(args.official) if impl == "official" else None)
+                         official_code=bool(args.official) if impl == "official" else None,
+                         thp=os.environ.get("THP_MEM_ALLOC_ENABLE") == "1")
                 results[key] = r
                 print(key, {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in r.items()
                             if not k.endswith("_all")}, flush=True)
