@@ -22,6 +22,7 @@ def speech(speech_path):
     return read_audio(speech_path)
 
 
+@pytest.mark.usefixtures("one_thread")        # tests/conftest.py: motion only, many small ops
 def test_same_seed_same_motion_different_seed_different_head_motion(pipe, speech):
     a = pipe.motion(speech, MotionControls(seed=3))
     b = pipe.motion(speech, MotionControls(seed=3))
@@ -31,6 +32,7 @@ def test_same_seed_same_motion_different_seed_different_head_motion(pipe, speech
     assert len(a) == 100 and a.relative
 
 
+@pytest.mark.usefixtures("one_thread")        # tests/conftest.py: motion only, many small ops
 def test_motion_follows_the_speech_and_rests_in_silence(pipe, speech):
     from talkinghead.data.visemes import opening_track
     from talkinghead.evaluation.lipsync import align_phones
@@ -44,6 +46,7 @@ def test_motion_follows_the_speech_and_rests_in_silence(pipe, speech):
     assert np.abs(silent.channel("jawOpen")).max() < 0.1
 
 
+@pytest.mark.usefixtures("one_thread")        # tests/conftest.py: motion only, many small ops
 def test_controls_still_pose_style_blink_rate(speech):
     still = GeneratePipeline(GenerateConfig(still=True)).motion(speech, MotionControls())
     assert np.abs(still.rotation).max() == 0
@@ -55,12 +58,14 @@ def test_controls_still_pose_style_blink_rate(speech):
     assert not np.allclose(styled[0], styled[1])
 
 
+@pytest.mark.usefixtures("one_thread")        # tests/conftest.py: motion only, many small ops
 @pytest.mark.parametrize("model", ["sadtalker", "pbnet"])
 def test_other_motion_models_generate(model, speech):
     m = GeneratePipeline(GenerateConfig(motion_model=model)).motion(speech, MotionControls(seed=1))
     assert len(m) == 100 and np.isfinite(m.blendshapes).all() and m.rotation.std() > 0.05
 
 
+@pytest.mark.usefixtures("one_thread")        # tests/conftest.py: motion only, many small ops
 def test_reference_pose_and_blink_come_from_the_video(speech, carphone_path):
     from talkinghead.face.extract import extract_video_motion
 
