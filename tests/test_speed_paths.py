@@ -141,10 +141,47 @@ def test_mel_filters_equal_transformers():
 def test_tps_kernel_is_zero_at_the_centre():
     from talkinghead.render.tps import _kernel
 
-    d2 = np.array([0.0, 1e-14, 0.25, 1.0, 4.0], np.float32)
+    d2 = np.array([0.0, 1e-14, 0.25, 1.0, 4.0, -1e-9], np.float32)   # rounding: slightly < 0
+    want = d2[2:5] * np.log(d2[2:5])
     k = _kernel(d2)
-    assert k[0] == 0.0 and abs(k[1]) < 1e-11
-    assert np.allclose(k[2:], d2[2:] * np.log(d2[2:]))
+    assert np.isfinite(k).all() and abs(k[0]) < 1e-27 and abs(k[1]) < 1e-11 and abs(k[5]) < 1e-27
+    assert np.allclose(k[2:5], want)
+
+
+def test_tps_squared_distances_equal_the_direct_ones():
+    from talkinghead.render.tps import _sq_dist
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 1, (40, 2)), rng.uniform(0, 1, (30, 2))
+    direct = ((a[:, None] - b[None]) ** 2).sum(-1)
+    assert np.allclose(_sq_dist(a, b), direct, rtol=0, atol=1e-14)
+    d = _sq_dist(a.astype(np.float32), b.astype(np.float32))
+    assert d.dtype == np.float32 and np.allclose(d, direct, rtol=0, atol=1e-6)
+
+
+def test_frames_drawn_in_the_active_box_equal_the_whole_box(portrait, portrait_face):
+    """The renderer draws only where its warp can move pixels (and falls back to the whole
+    region box when the mesh leaves that part): frames equal the whole box's, also after a
+    head moved far and back."""
+    from dataclasses import replace
+
+    from talkinghead.render.geometric import GeometricRenderer, RenderConfig
+    from talkinghead.types import BS, Motion
+
+    r = GeometricRenderer(RenderConfig(seal_gain=2.5))
+    part = r.prepare(portrait, portrait_face)
+    x0, y0, x1, y1 = part.box
+    assert part.active != (0, 0, x1 - x0, y1 - y0)        # the shortcut is taken on the sample
+    xs, ys = np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32)
+    whole = replace(part, active=(0, 0, x1 - x0, y1 - y0), base=np.stack(np.meshgrid(xs, ys), -1),
+                    out=part.out.copy(), work=part.work.copy())
+    for jaw, blink, yaw, tx in [(0.5, 0.0, 0.0, 0.0), (0.2, 1.0, 25.0, 6.0), (0.8, 0.3, 0.0, 0.0),
+                                (0.0, 0.0, -30.0, -8.0), (0.4, 0.0, 5.0, 0.0)]:
+        b = np.zeros((1, 52))
+        b[0, BS["jawOpen"]], b[0, BS["eyeBlinkLeft"]], b[0, BS["eyeBlinkRight"]] = jaw, blink, blink
+        m = Motion(b, np.array([[yaw, 0.0, 0.0]]), np.array([[tx, 0.0, 0.0]]), np.ones(1),
+                   np.zeros((1, 2)), relative=True)
+        assert np.array_equal(r.render(part, m), r.render(whole, m))
 
 
 def test_generate_path_imports_neither_transformers_nor_scipy_signal():

@@ -78,8 +78,8 @@ class SourceState:
     grid: np.ndarray           # (G, 2) normalised coarse grid points
     grid_shape: tuple[int, int]
     falloff: np.ndarray        # (gh, gw) 1 inside the head, 0 beyond
-    base_x: np.ndarray         # (h, w) pixel grid of the region, float32
-    base_y: np.ndarray
+    active: tuple[int, int, int, int]  # ax0, ay0, ax1, ay1 in the box: where a frame can differ
+    base: np.ndarray           # (ay1 - ay0, ax1 - ax0, 2) pixel x, y there, float32
     norm: float                # px per normalised unit
     eyelids: tuple[Eyelid, Eyelid]  # subject's left, right
     mouth: MouthStyle
@@ -118,6 +118,26 @@ def _oval_radius(oval: np.ndarray, center: np.ndarray, angles: np.ndarray) -> np
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
+
+
+def _active(falloff: np.ndarray, box: tuple[int, int, int, int],
+            lids: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """(ax0, ay0, ax1, ay1) in `box`: the pixels the warp's upsampled falloff reaches, and the
+    eyelid boxes. Beyond it the displacement is exactly 0 and the remap reads the source at
+    integer positions, so a frame there is the source."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    fine = cv2.resize(falloff, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    ys, xs = np.nonzero(fine > 0)
+    if not len(xs):
+        return 0, 0, x1 - x0, y1 - y0
+    ax0, ay0, ax1, ay1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    for lx0, ly0, lx1, ly1 in lids:
+        ax0, ay0 = min(ax0, lx0 - x0), min(ay0, ly0 - y0)
+        ax1, ay1 = max(ax1, lx1 - x0), max(ay1, ly1 - y0)
+    return (int(max(ax0 - 1, 0)), int(max(ay0 - 1, 0)), int(min(ax1 + 1, x1 - x0)),
+            int(min(ay1 + 1, y1 - y0)))
 
 
 class GeometricRenderer:
@@ -187,16 +207,19 @@ class GeometricRenderer:
         rho = np.linalg.norm(pts - center, axis=1) / _oval_radius(oval, center, ang)
         falloff = (1.0 - _smoothstep(*cfg.falloff, rho)).reshape(gh, gw).astype(np.float32)
         norm = float(max(bw, bh))
-        by, bx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         eyelids = (make_eyelid(lm, R.LEFT_EYE_UPPER, R.LEFT_EYE_LOWER, (h, w)),
                    make_eyelid(lm, R.RIGHT_EYE_UPPER, R.RIGHT_EYE_LOWER, (h, w)))
+        active = _active(falloff, (x0, y0, x1, y1), [lid.box for lid in eyelids])
+        ax0, ay0, ax1, ay1 = active
+        base = np.stack(np.meshgrid(np.arange(x0 + ax0, x0 + ax1, dtype=np.float32),
+                                    np.arange(y0 + ay0, y0 + ay1, dtype=np.float32)), -1)
         return SourceState(
             image=image, work=image.copy(), out=image.copy(), landmarks=lm,
             blendshapes=face.blendshapes.copy(), rotation=matrix_to_euler(face.matrix[:3, :3]),
             scale_px=s, rot_img=rot, pivot=pivot.astype(np.float32), ring_head=ring_head,
             ring_follow=follow.astype(np.float32), ring_fixed=ring_fixed.astype(np.float32),
             box=(x0, y0, x1, y1), grid=((pts - [x0, y0]) / norm).astype(np.float32),
-            grid_shape=(gh, gw), falloff=falloff, base_x=bx, base_y=by, norm=norm,
+            grid_shape=(gh, gw), falloff=falloff, active=active, base=base, norm=norm,
             eyelids=eyelids, mouth=mouth_style(image, lm), mouth_gap=inner_gap(lm),
             backdrop=make_backdrop(image, lm, (x0, y0, x1, y1), cfg.head_ring)
             if cfg.still_background else None)
@@ -323,8 +346,18 @@ class GeometricRenderer:
         disp[inside] = (mapped - grid) * state.norm
         disp = disp.reshape(gh, gw, 2) * state.falloff[..., None]
         fine = cv2.resize(disp, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-        fine[..., 0] += state.base_x                                     # (h, w, 2) source x, y
-        fine[..., 1] += state.base_y
+        # beyond `active` the warp is exactly 0 and the frame is the source: only `active` is
+        # drawn, unless the mesh (and so the painted mouth) leaves it
+        ax0, ay0, ax1, ay1 = state.active
+        lo, hi = mesh[:, :2].min(0) - (x0, y0), mesh[:, :2].max(0) - (x0, y0)
+        if lo[0] < ax0 + 4 or lo[1] < ay0 + 4 or hi[0] > ax1 - 4 or hi[1] > ay1 - 4:
+            ax0, ay0, ax1, ay1 = 0, 0, x1 - x0, y1 - y0
+            base = np.stack(np.meshgrid(np.arange(x0, x1, dtype=np.float32),
+                                        np.arange(y0, y1, dtype=np.float32)), -1)
+        else:
+            base = state.base
+        fine = fine[ay0:ay1, ax0:ax1]
+        fine += base                                                     # (ah, aw, 2) source x, y
         # 2. eyelids (source space), blink delta -> closure of what the source leaves open
         blink = frame.blendshapes[0, [BS["eyeBlinkLeft"], BS["eyeBlinkRight"]]]
         src_blink = state.blendshapes[[BS["eyeBlinkLeft"], BS["eyeBlinkRight"]]]
@@ -337,8 +370,8 @@ class GeometricRenderer:
         # 3. dense warp of the head region into the full-resolution frame
         warped = cv2.remap(state.work, fine, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         # the head moves over a still background plate: nothing outside it is dragged
-        state.out[y0:y1, x0:x1] = warped if state.backdrop is None else composite(
-            warped, fine, state.backdrop)
+        state.out[y0 + ay0:y0 + ay1, x0 + ax0:x0 + ax1] = warped if state.backdrop is None else \
+            composite(warped, fine, replace(state.backdrop, plate=state.backdrop.plate[ay0:ay1, ax0:ax1]))
         # 4. mouth interior: teeth, tongue and cavity behind the lips (mouth.py)
         paint_mouth(state.out, mesh, state.mouth_gap, state.mouth)
         return state.out.copy()
