@@ -98,6 +98,7 @@ def test_build_tiny_corpus_holds_out_a_voice(tmp_path):
 
 
 @needs_tts
+@pytest.mark.usefixtures("one_thread")       # tests/conftest.py: a debug-size model, tiny batches
 def test_training_on_a_tiny_tts_corpus_lowers_loss_on_the_held_out_voice(tmp_path):
     from talkinghead.data.corpus import CorpusConfig, build_corpus
     from talkinghead.training.run import train_motion
