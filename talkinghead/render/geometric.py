@@ -51,11 +51,9 @@ class RenderConfig:
     seal_gain: float = 0.0               # mouthPress delta -> share of the lip gap closed (0: off)
     regularization: float = 2e-4
     still_background: bool = True        # head over a still background plate (background.py)
-    # lips part as far as the face model reads mouthUpperUp/LowerDown on real smiles (1.0 cm:
-    # the laughing dev clip's lips parted 0.77x as far as the real ones at 0.8; 1.2 broke the
-    # drive round trip, jawOpen r 0.79); the lower lip drops less (0.8 cm per unit read as
-    # jawOpen on turned heads: drive round trip, #10)
-    rig: RigConfig = RigConfig(lip_raise_cm=1.0, lip_lower_cm=0.5)
+    # lips part as far as the face model reads mouthUpperUp/LowerDown on real smiles; the lower
+    # lip drops less (0.8 cm per unit read as jawOpen on turned heads: drive round trip, #10)
+    rig: RigConfig = RigConfig(lip_raise_cm=0.8, lip_lower_cm=0.5)
 
 
 @dataclass
