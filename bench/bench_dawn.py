@@ -125,8 +125,8 @@ def main() -> None:
     ap.add_argument("--train-clips", type=int, default=40, help="per portrait")
     ap.add_argument("--test-clips", type=int, default=4, help="per portrait")
     ap.add_argument("--lfg-cpu-minutes", type=float, default=8.0, help="process CPU minutes")
-    ap.add_argument("--a2v-cpu-minutes", type=float, default=40.0,
-                    help="process CPU minutes (the lips need ~600 steps of configs/dawn/a2v.cpu.json, 3-5 CPU s each)")
+    ap.add_argument("--a2v-cpu-minutes", type=float, default=100.0,
+                    help="process CPU minutes (configs/dawn/a2v.cpu.json's 1,600 steps, 3.5-3.7 CPU s each)")
     ap.add_argument("--judge", type=int, default=0,
                     help="judge only this many held-out clips, the portraits taken in turn (0: all)")
     ap.add_argument("--reuse", action="store_true", help="judge the existing checkpoints, no training")
