@@ -184,6 +184,32 @@ def test_frames_drawn_in_the_active_box_equal_the_whole_box(portrait, portrait_f
         assert np.array_equal(r.render(part, m), r.render(whole, m))
 
 
+def test_mouth_similarity_in_closed_form_equals_umeyama():
+    """The per-frame skull similarity (closed form, #12) equals Umeyama's SVD form, reflections
+    of the point set included (where Umeyama's sign correction takes the rotation)."""
+    from talkinghead.render.mouth import _similarity
+
+    def umeyama(src, dst):
+        ms, md = src.mean(0), dst.mean(0)
+        a, b = src - ms, dst - md
+        u, sv, vt = np.linalg.svd(b.T @ a)
+        d = np.sign(np.linalg.det(u @ vt))
+        rot = u @ np.diag([1.0, d]) @ vt
+        s = float((sv * [1.0, d]).sum() / max((a ** 2).sum(), 1e-9))
+        return lambda p: s * (p - ms) @ rot.T + md
+
+    rng = np.random.default_rng(3)
+    for k in range(40):
+        src = rng.uniform(0, 100, (11, 2))
+        t = np.radians(rng.uniform(-40, 40))
+        rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]) * rng.uniform(0.7, 1.3)
+        dst = src @ rot.T + rng.uniform(-20, 20, 2) + rng.normal(0, 2.0 if k % 2 else 0.0, src.shape)
+        if k % 4 == 3:
+            dst[:, 0] *= -1                                     # mirrored: no proper fit exists
+        p = rng.uniform(0, 100, (11, 2))
+        assert np.allclose(_similarity(src, dst)(p), umeyama(src, dst)(p), rtol=0, atol=1e-9), k
+
+
 def test_generate_path_imports_neither_transformers_nor_scipy_signal():
     code = ("import sys; import talkinghead.pipelines.generate, talkinghead.audio.whisper; "
             "print(*sorted(m for m in ('transformers', 'scipy.signal') if m in sys.modules))")

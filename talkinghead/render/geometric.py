@@ -85,6 +85,9 @@ class SourceState:
     # measured response of the face model to the rig: (rig levels, measured deltas) per channel
     response: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     backdrop: Backdrop | None = None  # foreground mask and background plate (background.py)
+    # per-frame constants of the warp (source controls, grid points inside the falloff), made
+    # on the first frame; not copied by dataclasses.replace
+    frame_constants: tuple | None = field(default=None, init=False, repr=False)
 
     def region_mask(self) -> np.ndarray:
         """(H, W) bool: where output pixels may differ from the source."""
@@ -322,6 +325,16 @@ class GeometricRenderer:
         out[list(R.LIPS_OUTER_LOWER[1:-1])] = 0.5 * out[lo]
         return out
 
+    def _frame_constants(self, state: SourceState, offset: np.ndarray):
+        """(normalised source controls, grid indices inside the falloff, their grid points):
+        the same every frame, made once per portrait (#12)."""
+        if state.frame_constants is None:
+            src = np.concatenate([state.landmarks[self.control, :2], state.ring_head[:, :2],
+                                  state.ring_fixed])
+            inside = np.flatnonzero(state.falloff.ravel() > 0)  # the warp is exactly 0 beyond
+            state.frame_constants = ((src - offset) / state.norm, inside, state.grid[inside])
+        return state.frame_constants
+
     def render(self, state: SourceState, frame: Motion) -> np.ndarray:
         """One (H, W, 3) uint8 frame for a one-frame *relative* Motion (delta from the source)."""
         import cv2
@@ -333,13 +346,9 @@ class GeometricRenderer:
         x0, y0, x1, y1 = state.box
         offset = np.array([x0, y0], np.float32)
         dest = np.concatenate([mesh[self.control, :2], ring, state.ring_fixed])
-        src = np.concatenate([state.landmarks[self.control, :2], state.ring_head[:, :2],
-                              state.ring_fixed])
+        src, inside, grid = self._frame_constants(state, offset)
         gh, gw = state.grid_shape
-        inside = np.flatnonzero(state.falloff.ravel() > 0)  # the warp is exactly 0 beyond
-        grid = state.grid[inside]
-        mapped = tps_backward((dest - offset) / state.norm, (src - offset) / state.norm,
-                              grid, cfg.regularization)
+        mapped = tps_backward((dest - offset) / state.norm, src, grid, cfg.regularization)
         disp = np.zeros((gh * gw, 2), np.float32)
         disp[inside] = (mapped - grid) * state.norm
         disp = disp.reshape(gh, gw, 2) * state.falloff[..., None]

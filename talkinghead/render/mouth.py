@@ -29,6 +29,9 @@ from talkinghead.render.teeth import (COLS, ROWS, MouthBank, MouthTexture, extra
                                       teeth_fraction, upper_extent)
 
 SKULL = (1, 4, 5, 6, 168, 195, 197, 33, 133, 263, 362)  # points that move with the skull only
+_SKULL = np.array(SKULL)
+_GAP_UPPER, _GAP_LOWER = np.array(R.LIPS_INNER_UPPER[3:8]), np.array(R.LIPS_INNER_LOWER[3:8])
+_TEXEL = np.arange(COLS, dtype=np.float64)  # texture column positions, for np.interp
 # oral cavity brightness relative to the lips (was 0.28): lighter is closer to real mouths on the
 # dev clips (mouth LPIPS 0.437 -> 0.431x carphone, 0.663 -> 0.661x Wolfgang; 0.45: 0.419x /
 # 0.657x), but the face model reads a lighter mouth as less open (drive round trip jawOpen r
@@ -140,20 +143,25 @@ def plain_texture(teeth: np.ndarray, cavity: np.ndarray) -> MouthTexture:
 
 def inner_gap(points: np.ndarray) -> float:
     """Mean distance between the middle inner-lip points, (478, >=2) landmarks or dest points."""
-    up = points[list(R.LIPS_INNER_UPPER[3:8]), :2]
-    lo = points[list(R.LIPS_INNER_LOWER[3:8]), :2]
+    up = points[_GAP_UPPER, :2]
+    lo = points[_GAP_LOWER, :2]
     return float(np.linalg.norm(up - lo, axis=1).mean())
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray):
-    """2D similarity (Umeyama) taking src points onto dst: returns p -> s R p + t."""
+    """2D similarity (Umeyama) taking src points onto dst: returns p -> s R p + t.
+
+    In closed form (#12: was an SVD per frame): with centred points as complex numbers,
+    s e^(i theta) = sum(conj(a) b) / sum(|a|^2). Equal to Umeyama's rotation and scale, since
+    sigma_1 + d sigma_2 of the 2x2 covariance is |(c11 + c22) + i (c21 - c12)| for either sign
+    of its determinant (tests/test_speed_paths.py checks the SVD form)."""
     ms, md = src.mean(0), dst.mean(0)
     a, b = src - ms, dst - md
-    u, sv, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1.0, d]) @ vt
-    s = float((sv * [1.0, d]).sum() / max((a ** 2).sum(), 1e-9))
-    return lambda p: s * (p - ms) @ rot.T + md
+    c = b.T @ a                                                        # (2, 2) covariance
+    re, im = c[0, 0] + c[1, 1], c[1, 0] - c[0, 1]                      # sum(conj(a) b)
+    k = 1.0 / max(float((a * a).sum()), 1e-9)
+    sr = np.array([[re, -im], [im, re]]) * k                           # s R
+    return lambda p: (p - ms) @ sr.T + md
 
 
 def paint_mouth(frame: np.ndarray, mesh: np.ndarray, source_gap: float, style: MouthStyle) -> None:
@@ -164,7 +172,7 @@ def paint_mouth(frame: np.ndarray, mesh: np.ndarray, source_gap: float, style: M
     gap_px = inner_gap(mesh)
     if style.own is not None:
         tex, strength = style.own, float(np.clip(gap_px - 0.5, 0.0, 1.0))
-        skull = _similarity(style.skull, mesh[list(SKULL), :2])(style.upper)  # (11, 2)
+        skull = _similarity(style.skull, mesh[_SKULL, :2])(style.upper)  # (11, 2)
         sb = (skull - mf.origin) @ mf.normal
         sa = (skull - mf.origin) @ mf.axis / mf.width
         anchor = (sa[np.argsort(sa)], sb[np.argsort(sa)])
@@ -179,13 +187,19 @@ def paint_mouth(frame: np.ndarray, mesh: np.ndarray, source_gap: float, style: M
 
 def _roi(frame: np.ndarray, mf) -> tuple[int, int, int, int] | None:
     h, w = frame.shape[:2]
-    a = np.array([0.0, 1.0])
-    corners = mf.origin + np.outer(a * mf.width, mf.axis)
-    pts = np.concatenate([corners + np.outer(mf.ub.min() * np.ones(2), mf.normal),
-                          corners + np.outer(mf.lb.max() * np.ones(2), mf.normal)])
-    x0, y0 = int(max(0, np.floor(pts[:, 0].min()) - 2)), int(max(0, np.floor(pts[:, 1].min()) - 2))
-    x1, y1 = int(min(w, np.ceil(pts[:, 0].max()) + 3)), int(min(h, np.ceil(pts[:, 1].max()) + 3))
+    along = np.array([0.0, mf.width, 0.0, mf.width])[:, None] * mf.axis    # (4, 2) the corners
+    down = np.array([mf.ub.min(), mf.ub.min(), mf.lb.max(), mf.lb.max()])[:, None] * mf.normal
+    pts = mf.origin + along + down
+    lo, hi = pts.min(0), pts.max(0)
+    x0, y0 = int(max(0, np.floor(lo[0]) - 2)), int(max(0, np.floor(lo[1]) - 2))
+    x1, y1 = int(min(w, np.ceil(hi[0]) + 3)), int(min(h, np.ceil(hi[1]) + 3))
     return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """np.clip(x, 0, 1) in place (the ufuncs without np.clip's Python wrapper, #12)."""
+    np.maximum(x, 0.0, out=x)
+    return np.minimum(x, 1.0, out=x)
 
 
 def _composite(frame: np.ndarray, mf, tex: MouthTexture, strength: float, style: MouthStyle,
@@ -196,44 +210,71 @@ def _composite(frame: np.ndarray, mf, tex: MouthTexture, strength: float, style:
     if box is None:
         return
     x0, y0, x1, y1 = box
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    dx, dy = xs - mf.origin[0], ys - mf.origin[1]
+    # pixel offsets from the corner as a row and a column: the (h, w) planes by broadcasting
+    # (#12: was np.mgrid over the box, the same values)
+    dx = np.arange(x0, x1, dtype=np.float64) - mf.origin[0]           # (w,)
+    dy = (np.arange(y0, y1, dtype=np.float64) - mf.origin[1])[:, None]  # (h, 1)
     a = (dx * mf.axis[0] + dy * mf.axis[1]) / mf.width                 # (h, w) 0..1 corner to corner
     b = dx * mf.normal[0] + dy * mf.normal[1]                          # (h, w) px down
     b_up, b_lo = mf.lines(a)
     # fades in from the inner-lip contour over `edge` px: as soft as the portrait's own edges
-    inside = np.clip((np.minimum(b - b_up, b_lo - b) + 0.5) / style.edge, 0.0, 1.0)
-    inside *= (a > 0) * (a < 1)
-    if not inside.any():
+    inside = np.minimum(b - b_up, b_lo - b)
+    inside += 0.5
+    inside /= style.edge
+    inside = _unit(inside)
+    inside *= (a > 0) & (a < 1)
+    rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
+    if not len(rows):
         return
+    # only the rows and columns the mouth reaches: beyond them alpha is 0 and the frame stays
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    a, b, b_up, b_lo, inside = (v[r0:r1, c0:c1] for v in (a, b, b_up, b_lo, inside))
     top = b_up if anchor is None else np.interp(a, *anchor)           # where the upper teeth hang
     d, e = (b - top) / mf.width, (b_lo - b) / mf.width                 # in mouth widths
-    col = np.clip(a * COLS - 0.5, 0, COLS - 1)
-    g = np.interp(col, np.arange(COLS), tex.gap)
-    ext = np.interp(col, np.arange(COLS), tex.upper) if tex.upper is not None else 0.5 * g
-    upper = d <= ext                                                   # upper teeth in front
+    col = a * COLS
+    col -= 0.5
+    np.maximum(col, 0, out=col)
+    np.minimum(col, COLS - 1, out=col)
+    g = np.interp(col, _TEXEL, tex.gap)
+    ext = np.interp(col, _TEXEL, tex.upper) if tex.upper is not None else 0.5 * g
+    upper = d <= ext
     row_w = np.where(upper, np.maximum(d, 0.03), g - e)                # texture row, in widths
-    valid = (upper | (e <= g - ext)) & (row_w < ROWS / COLS)
-    sample = cv2.remap(tex.tex, col.astype(np.float32),
-                       (row_w * COLS - 0.5).astype(np.float32), cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE)
-    color = np.where(valid[..., None], sample, _cavity(a, e, g - ext, style))
+    lower = g - ext
+    valid = (upper | (e <= lower)) & (row_w < ROWS / COLS)
+    row_w *= COLS
+    row_w -= 0.5
+    sample = cv2.remap(tex.tex, col.astype(np.float32), row_w.astype(np.float32),
+                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    color = np.where(valid[..., None], sample, _cavity(a, e, lower, style))
     # lips shade what is right behind them
     d_lip = (b - b_up) / mf.width
-    shade = (LIP_SHADE + (1 - LIP_SHADE) * np.clip(d_lip / 0.03, 0, 1)) * (
-        0.85 + 0.15 * np.clip(e / 0.03, 0, 1))
-    color = color * shade[..., None]
+    d_lip /= 0.03
+    e_lip = e / 0.03
+    shade = _unit(d_lip)
+    shade *= 1 - LIP_SHADE
+    shade += LIP_SHADE
+    e_lip = _unit(e_lip)
+    e_lip *= 0.15
+    e_lip += 0.85
+    shade *= e_lip
+    color *= shade[..., None]
     alpha = (inside * strength)[..., None]
-    roi = frame[y0:y1, x0:x1].astype(np.float32)
-    frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + color * alpha + 0.5, 0, 255).astype(np.uint8)
+    fy0, fx0 = y0 + r0, x0 + c0
+    roi = frame[fy0:y0 + r1, fx0:x0 + c1].astype(np.float32)
+    roi = roi * (1 - alpha)
+    roi += color * alpha
+    roi += 0.5
+    np.maximum(roi, 0, out=roi)
+    np.minimum(roi, 255, out=roi)
+    frame[fy0:y0 + r1, fx0:x0 + c1] = roi.astype(np.uint8)
 
 
 def _cavity(a: np.ndarray, e: np.ndarray, lower: np.ndarray, style: MouthStyle) -> np.ndarray:
     """(h, w, 3) oral cavity: dark, darker at depth and in the corners; the tongue rises behind
     the lower teeth (`lower`: their height, in widths) for 0.15 mouth widths, lit from above."""
-    across = np.sin(np.pi * np.clip(a, 0.0, 1.0))
+    across = np.sin(np.pi * _unit(a.copy()))
     depth = (0.45 + 0.55 * across)[..., None]
-    rise = np.clip(1.0 - (e - lower - TONGUE_GAP) / 0.15, 0.0, 1.0) * (e > lower + TONGUE_GAP)
-    tongue = np.sqrt(rise) * np.clip((across - 0.2) / 0.4, 0, 1)
+    rise = _unit(1.0 - (e - lower - TONGUE_GAP) / 0.15) * (e > lower + TONGUE_GAP)
+    tongue = np.sqrt(rise) * _unit((across - 0.2) / 0.4)
     tongue_c = style.lip * (TONGUE_TONE + 0.2 * (1.0 - rise))[..., None]
     return (style.cavity * (1 - tongue[..., None]) + tongue_c * tongue[..., None]) * depth

@@ -16,10 +16,11 @@ def _kernel(d2: np.ndarray) -> np.ndarray:
     clamped in place to >= 1e-30, so U(0) is -7e-29, not 0: equal after float32 rounding).
 
     OpenCV's log (SIMD): 2.6x numpy's on the render's (1264, 252) float32 grid kernel, within
-    1e-6 of it (float32; float64 within 2e-15)."""
+    1e-6 of it (float32; float64 within 2e-15). OpenCV's max clamps too: 3x numpy's maximum
+    on that grid (0.055 vs 0.18 ms), the same values (#12)."""
     import cv2
 
-    np.maximum(d2, 1e-30, out=d2)
+    cv2.max(d2, 1e-30, dst=d2)
     k = cv2.log(d2)
     k *= d2
     return k
