@@ -18,7 +18,12 @@ folders (real | before | after mouths, blink and gaze, set mouth openings, a hea
 still background, and `generate` on the bundled sample and a closed-mouth portrait); `--label`
 names the run; `--breakdown` adds, per clip, the ratios with one face region (mouth interior,
 lips, eyes, skin, outside the face oval) taken from the real frame, and the face ratio per
-sixth of the clip: where the remaining LPIPS lies.
+sixth of the clip: where the remaining LPIPS lies. `--ceiling` (implies `--breakdown`) adds the
+ceiling of a renderer of one photograph: the warp driven by the real frame's own landmarks
+(placement made perfect) with the real mouth interior, lips and eyes pasted in, all at once;
+what is left is what needs content the source lacks (skin detail, a hand, the background
+outside the face oval as the camera moves, light). Two more rows split that remainder: the
+ceiling with the real skin, and with the real outside of the oval.
 """
 
 from __future__ import annotations
@@ -222,9 +227,11 @@ class ClipResult:
 
 
 def reenact(clip: str, metric, frames_dir: Path | None = None, config=None,
-            breakdown: bool = False) -> ClipResult:
+            breakdown: bool = False, ceiling: bool = False) -> ClipResult:
     """Self-reenactment of one clip, measured frame by frame (see the module docstring).
-    `breakdown`: also the LPIPS with each face region taken from the real frame."""
+    `breakdown`: also the LPIPS with each face region taken from the real frame; `ceiling`:
+    also with the warp placed by the real landmarks and every region a renderer of one
+    photograph could draw taken from the real frame."""
     import cv2
 
     from talkinghead.assets import asset_path
@@ -266,8 +273,9 @@ def reenact(clip: str, metric, frames_dir: Path | None = None, config=None,
             batch[key].append(crop(img, fbox, 128))
         for key, img in (("mr", real), ("mo", out), ("ms", first)):
             batch[key].append(crop(img, mbox, 64))
-        if breakdown:
-            _oracle_crops(batch, real, out, pts, fbox, mbox)
+        if breakdown or ceiling:
+            placed = _render_placed(renderer, state, motion[t], pts) if ceiling else None
+            _oracle_crops(batch, real, out, pts, fbox, mbox, placed)
         res.times.append(t)
         res.teeth_real.append(teeth_share(real, pts))
         res.teeth_out.append(teeth_share(out, mesh))
@@ -285,13 +293,43 @@ def reenact(clip: str, metric, frames_dir: Path | None = None, config=None,
     return res
 
 
+def _render_placed(renderer, state, frame, pts: np.ndarray) -> np.ndarray:
+    """The output with its warp's 468 mesh points at the real frame's landmarks `pts` (an
+    oracle: placement made perfect); everything else as the renderer draws it."""
+    mesh, ring = renderer.dest_points(state, frame)
+    mesh = mesh.copy()
+    mesh[:468, :2] = pts[:468, :2]
+    renderer.dest_points = lambda s, f: (mesh, ring)  # the instance's, over the class method
+    try:
+        return renderer.render(state, frame)
+    finally:
+        del renderer.dest_points
+
+
+CEILING = ("mouth interior", "lips", "eyes")   # what a renderer of one photograph could draw
+
+
 def _oracle_crops(batch: dict[str, list], real: np.ndarray, out: np.ndarray, pts: np.ndarray,
-                  fbox: tuple[int, int, int, int], mbox: tuple[int, int, int, int]) -> None:
+                  fbox: tuple[int, int, int, int], mbox: tuple[int, int, int, int],
+                  placed: np.ndarray | None = None) -> None:
     """Face and mouth crops of the output with one region (real frame's landmarks) replaced by
-    the real frame's pixels: how much of the LPIPS that region holds."""
-    for name, mask in region_masks(real.shape[:2], pts).items():
-        pasted = out.copy()
-        pasted[mask] = real[mask]
+    the real frame's pixels: how much of the LPIPS that region holds. With `placed` (the
+    output warped by the real landmarks) also the ceiling: placement, mouth interior, lips and
+    eyes all perfect, alone and with the real skin or the real outside of the oval."""
+    masks = region_masks(real.shape[:2], pts)
+    mouth_eyes = masks["mouth interior"] | masks["lips"] | masks["eyes"]
+    variants = [(name, out, mask) for name, mask in masks.items()]
+    variants.append((", ".join(CEILING), out, mouth_eyes))
+    if placed is not None:
+        variants += [("landmarks (placement)", placed, None),
+                     ("landmarks + " + ", ".join(CEILING) + " (ceiling)", placed, mouth_eyes),
+                     ("landmarks + mouth, lips, eyes, skin", placed, mouth_eyes | masks["skin"]),
+                     ("landmarks + mouth, lips, eyes, outside the face oval", placed,
+                      mouth_eyes | masks["outside the face oval"])]
+    for name, image, mask in variants:
+        pasted = image.copy()
+        if mask is not None:
+            pasted[mask] = real[mask]
         batch.setdefault("fo:" + name, []).append(crop(pasted, fbox, 128))
         batch.setdefault("mo:" + name, []).append(crop(pasted, mbox, 64))
 
@@ -473,6 +511,8 @@ def main() -> None:
     ap.add_argument("--lip-raise", type=float, help="experiment: the rig's lip_raise_cm")
     ap.add_argument("--breakdown", action="store_true",
                     help="also the ratios with each face region taken from the real frame")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also the ceiling of a renderer of one photograph (and the breakdown)")
     ap.add_argument("--figures", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
                     help="only draw docs/realism*.png from two --frames folders")
     args = ap.parse_args()
@@ -495,8 +535,9 @@ def main() -> None:
         config = RenderConfig(rig=RigConfig(lip_raise_cm=args.lip_raise))
     results = {}
     for c in args.clips:
-        res = reenact(c, metric, args.frames, config, args.breakdown)
-        results[c] = res.summary() | ({"breakdown": res.breakdown()} if args.breakdown else {})
+        res = reenact(c, metric, args.frames, config, args.breakdown, args.ceiling)
+        results[c] = res.summary() | ({"breakdown": res.breakdown()}
+                                      if args.breakdown or args.ceiling else {})
     dev = [results[c] for c in DEV_CLIPS if c in results]
     out = {
         "label": args.label, "metric": name,
@@ -508,6 +549,11 @@ def main() -> None:
         "goal": {"face_ratio": "<= 0.45", "mouth_ratio": "<= 0.45", "teeth_ratio": ">= 0.7",
                  "teeth_r": ">= 0.6"},
     }
+    if args.ceiling and dev:
+        key = "real landmarks + " + ", ".join(CEILING) + " (ceiling)"
+        out["dev_mean_ceiling"] = {
+            k: round(float(np.mean([r["breakdown"][key][k] for r in dev])), 3)
+            for k in ("face_ratio", "mouth_ratio")}
     print(f"metric: {name}")
     for c, r in results.items():
         tag = " (held out)" if c in HELD_OUT else ""
@@ -517,6 +563,8 @@ def main() -> None:
         for k, v in r.get("breakdown", {}).items():
             print(f"    {k:34s} {v}")
     print("dev mean:", out["dev_mean"])
+    if "dev_mean_ceiling" in out:
+        print("dev mean, ceiling of one photograph:", out["dev_mean_ceiling"])
     dest = ROOT / "bench" / "results" / "realism.json"
     prev = json.loads(dest.read_text()) if dest.exists() else {}
     runs = prev.get("runs", {}) if isinstance(prev, dict) else {}
