@@ -5,6 +5,10 @@ resolution), and seconds of compute per second of video for the whole job (portr
 calibration, driving-video analysis, render, H.264/AAC encode). Writes bench/results/render.json.
 `--plate`: only the render at 512 with and without the still background plate (#10), in frames
 per wall and per CPU second, beside the load average -> bench/results/render_plate.json.
+`--thread [--against TREE] [--passes N]`: the render thread's CPU per frame at 512 (#12): thread
+and process CPU time with OpenCV's default threads and with one, the parts of a frame, and with
+`--against` another source tree (e.g. `git archive` of an older commit) rendered in the same
+process, passes interleaved, with the largest pixel difference -> bench/results/render_thread.json.
 Goal (issue #2): >= 50 frames/s at 512x512 on 2 cores.
 """
 
@@ -60,6 +64,83 @@ def plate_cost(image: np.ndarray, motion) -> None:
           f"wrote {dest.relative_to(ROOT)}")
 
 
+def _load_renderer(tree: Path | None):
+    """The geometric renderer module of `tree` (None: this checkout), imported afresh: two trees
+    can render side by side in one process (each keeps its own module globals)."""
+    import importlib
+
+    for k in [k for k in sys.modules if k == "talkinghead" or k.startswith("talkinghead.")]:
+        del sys.modules[k]
+    if tree is not None:
+        sys.path.insert(0, str(tree))
+    try:
+        mod = importlib.import_module("talkinghead.render.geometric")
+    finally:
+        if tree is not None:
+            sys.path.remove(str(tree))
+    return mod
+
+
+def _cpu_per_frame(render, frames, passes: int) -> list[tuple[float, float]]:
+    """(thread, process) CPU ms per frame of each pass."""
+    out = []
+    for _ in range(passes):
+        c, p = time.thread_time(), time.process_time()
+        for f in frames:
+            render(f)
+        out.append((1e3 * (time.thread_time() - c) / len(frames), 1e3 * (time.process_time() - p) / len(frames)))
+    return out
+
+
+def render_thread(image: np.ndarray, face, motion, against: Path | None, passes: int) -> None:
+    """Render-thread CPU per frame (sample portrait, 512, one BLAS thread as `generate` renders)."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    frames = [motion[t] for t in range(len(motion))]
+    trees = {"this": None, **({"against": against} if against else {})}
+    sides = {}
+    for name, tree in trees.items():
+        G = _load_renderer(tree)
+        r = G.GeometricRenderer()
+        state = r._prepare(image, face)
+        sides[name] = (lambda f, r=r, state=state: r.render(state, f))
+    out: dict[str, object] = {"load_average": [round(x, 1) for x in os.getloadavg()],
+                              "frames": len(frames), "passes": passes, "against": str(against)}
+    if against:
+        a = np.stack([sides["this"](f) for f in frames]).astype(np.int16)
+        b = np.stack([sides["against"](f) for f in frames])
+        out["max_pixel_difference"] = int(np.abs(a - b).max())
+        out["pixels_differing"] = int((a != b).sum())
+    default = cv2.getNumThreads()
+    with threadpool_limits(1):
+        for threads in (default, 1):
+            cv2.setNumThreads(threads)
+            got = {k: [] for k in sides}
+            for i in range(passes):                # interleaved, alternating the order
+                for k in (list(sides) if i % 2 == 0 else list(sides)[::-1]):
+                    got[k] += _cpu_per_frame(sides[k], frames, 1)
+            for k, v in got.items():
+                v = np.array(v)
+                row = {"thread_ms": round(float(np.median(v[:, 0])), 3),
+                       "process_ms": round(float(np.median(v[:, 1])), 3),
+                       "thread_ms_passes": [round(x, 2) for x in v[:, 0]]}
+                out[f"{k}_opencv_threads_{threads}"] = row
+                print(f"{k:8s} OpenCV threads {threads}: {row['thread_ms']:.2f} ms thread CPU, "
+                      f"{row['process_ms']:.2f} ms process CPU per frame (medians of {passes} passes)")
+        cv2.setNumThreads(default)
+    if against:
+        for threads in (default, 1):
+            ratio = out[f"against_opencv_threads_{threads}"]["thread_ms"] / out[f"this_opencv_threads_{threads}"]["thread_ms"]
+            out[f"ratio_opencv_threads_{threads}"] = round(ratio, 3)
+            print(f"against / this, OpenCV threads {threads}: {ratio:.2f}x thread CPU")
+        print(f"largest pixel difference {out['max_pixel_difference']} ({out['pixels_differing']} values differ)")
+    out["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
+    dest = ROOT / "bench" / "results" / "render_thread.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"load average {out['load_average']} -> {out['load_average_after']}; wrote {dest.relative_to(ROOT)}")
+
+
 def main() -> None:
     import cv2
 
@@ -75,6 +156,15 @@ def main() -> None:
     image = read_image(portrait)
     if "--plate" in sys.argv:
         plate_cost(image, motion)
+        return
+    if "--thread" in sys.argv:
+        from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
+
+        with FaceLandmarker() as lm:
+            face = analyze_portrait(image, "bench", lm)
+        arg = lambda k, d: sys.argv[sys.argv.index(k) + 1] if k in sys.argv else d  # noqa: E731
+        against = arg("--against", None)
+        render_thread(image, face, motion, Path(against) if against else None, int(arg("--passes", 6)))
         return
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -210,6 +210,81 @@ def test_mouth_similarity_in_closed_form_equals_umeyama():
         assert np.allclose(_similarity(src, dst)(p), umeyama(src, dst)(p), rtol=0, atol=1e-9), k
 
 
+def _composite_direct(frame, mf, tex, strength, style, anchor) -> None:
+    """render/mouth.py's mouth composite before #12's sixth round, as the direct reference: the
+    whole box around the lips from np.mgrid, np.clip, no crop to where alpha reaches."""
+    import cv2
+
+    from talkinghead.render.mouth import LIP_SHADE, _cavity
+    from talkinghead.render.teeth import COLS, ROWS
+
+    h, w = frame.shape[:2]
+    corners = mf.origin + np.outer(np.array([0.0, 1.0]) * mf.width, mf.axis)
+    pts = np.concatenate([corners + np.outer(mf.ub.min() * np.ones(2), mf.normal),
+                          corners + np.outer(mf.lb.max() * np.ones(2), mf.normal)])
+    x0, y0 = int(max(0, np.floor(pts[:, 0].min()) - 2)), int(max(0, np.floor(pts[:, 1].min()) - 2))
+    x1, y1 = int(min(w, np.ceil(pts[:, 0].max()) + 3)), int(min(h, np.ceil(pts[:, 1].max()) + 3))
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xs - mf.origin[0], ys - mf.origin[1]
+    a = (dx * mf.axis[0] + dy * mf.axis[1]) / mf.width
+    b = dx * mf.normal[0] + dy * mf.normal[1]
+    b_up, b_lo = mf.lines(a)
+    inside = np.clip((np.minimum(b - b_up, b_lo - b) + 0.5) / style.edge, 0.0, 1.0) * (a > 0) * (a < 1)
+    if not inside.any():
+        return
+    top = b_up if anchor is None else np.interp(a, *anchor)
+    d, e = (b - top) / mf.width, (b_lo - b) / mf.width
+    col = np.clip(a * COLS - 0.5, 0, COLS - 1)
+    g = np.interp(col, np.arange(COLS), tex.gap)
+    ext = np.interp(col, np.arange(COLS), tex.upper) if tex.upper is not None else 0.5 * g
+    upper = d <= ext
+    row_w = np.where(upper, np.maximum(d, 0.03), g - e)
+    valid = (upper | (e <= g - ext)) & (row_w < ROWS / COLS)
+    sample = cv2.remap(tex.tex, col.astype(np.float32), (row_w * COLS - 0.5).astype(np.float32),
+                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    color = np.where(valid[..., None], sample, _cavity(a, e, g - ext, style))
+    shade = (LIP_SHADE + (1 - LIP_SHADE) * np.clip((b - b_up) / mf.width / 0.03, 0, 1)) * (
+        0.85 + 0.15 * np.clip(e / 0.03, 0, 1))
+    alpha = (inside * strength)[..., None]
+    roi = frame[y0:y1, x0:x1].astype(np.float32)
+    frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + color * shade[..., None] * alpha + 0.5,
+                                  0, 255).astype(np.uint8)
+
+
+def test_mouth_painted_in_its_alpha_box_equals_the_direct_composite(monkeypatch, portrait,
+                                                                   portrait_face):
+    """The mouth composite (#12: broadcast offsets, in-place clamps, only the rows and columns
+    its alpha reaches, the closed-form skull similarity) paints what the direct one painted, on
+    the renderer's own meshes (jaw, lip raise, head turns), with the portrait's own teeth and
+    with the plain band; at most 1 level apart (the similarity's rounding), almost all equal."""
+    import talkinghead.render.mouth as M
+    from talkinghead.render.geometric import GeometricRenderer
+    from talkinghead.types import BS, Motion
+
+    r = GeometricRenderer()
+    state = r._prepare(portrait, portrait_face)
+    styles = [state.mouth, M.mouth_style(portrait, portrait_face.landmarks, bank=False, own=False)]
+    assert styles[0].own is not None and styles[1].own is None
+    painted = 0
+    for jaw, up, yaw, roll in [(0.3, 0.0, 0.0, 0.0), (0.8, 0.5, 20.0, 0.0), (0.05, 0.0, 0.0, 0.0),
+                               (1.2, 0.2, -25.0, 10.0), (0.5, 1.0, 5.0, -8.0)]:
+        b = np.zeros((1, 52))
+        b[0, BS["jawOpen"]], b[0, BS["mouthUpperUpLeft"]], b[0, BS["mouthUpperUpRight"]] = jaw, up, up
+        m = Motion(b, np.array([[yaw, 0.0, roll]]), np.zeros((1, 3)), np.ones(1), np.zeros((1, 2)),
+                   relative=True)
+        mesh, _ = r.dest_points(state, m)
+        for style in styles:
+            fast, direct = portrait.copy(), portrait.copy()
+            M.paint_mouth(fast, mesh, state.mouth_gap, style)
+            with monkeypatch.context() as mp:
+                mp.setattr(M, "_composite", _composite_direct)
+                M.paint_mouth(direct, mesh, state.mouth_gap, style)
+            diff = np.abs(fast.astype(int) - direct)
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-4, (jaw, yaw, diff.max())
+            painted += int((direct != portrait).any())
+    assert painted >= 8                                   # the mouths were really painted
+
+
 def test_generate_path_imports_neither_transformers_nor_scipy_signal():
     code = ("import sys; import talkinghead.pipelines.generate, talkinghead.audio.whisper; "
             "print(*sorted(m for m in ('transformers', 'scipy.signal') if m in sys.modules))")
