@@ -1,6 +1,6 @@
-"""The pipeline half of issue #12's start-up and encoder changes keep their promises: the CLI's
-first heavy import leaves the garbage collector on with torch's objects frozen (and a second
-one changes nothing)."""
+"""Issue #12's start-up change (pipeline half) keeps its promise: the CLI's first heavy import
+pauses the garbage collector, leaves it on afterwards with torch's objects frozen, and a second
+one changes nothing."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ with _heavy_imports():
 frozen = gc.get_freeze_count()
 with _heavy_imports():  # torch is loaded: nothing is paused or frozen again
     assert gc.isenabled()
-    x = [[]]; x[0].append(x)
-print(gc.isenabled(), frozen, gc.get_freeze_count() == frozen, gc.get_threshold()[0])
+    import json
+print(gc.isenabled(), frozen, gc.get_freeze_count() == frozen)
 """
 
 
@@ -27,4 +27,4 @@ def test_first_heavy_import_freezes_torch_and_leaves_the_collector_on():
                          check=True).stdout.split()
     assert out[0] == "True"                 # the collector runs again after the imports
     assert int(out[1]) > 50_000             # torch's objects (~150 k) no longer walked
-    assert out[2] == "True" and int(out[3]) > 0
+    assert out[2] == "True"                 # the second call froze nothing more
