@@ -9,6 +9,9 @@ per wall and per CPU second, beside the load average -> bench/results/render_pla
 and process CPU time with OpenCV's default threads and with one, the parts of a frame, and with
 `--against` another source tree (e.g. `git archive` of an older commit) rendered in the same
 process, passes interleaved, with the largest pixel difference -> bench/results/render_thread.json.
+`--spline`: the warp's thin-plate spline alone on its real calls (carphone's motion, 512): thread
+CPU per call of the whole `tps_backward` and of its parts (system kernel, LU solve, grid kernel,
+product) -> bench/results/render_spline.json (#12: where 40 % of a frame goes).
 Goal (issue #2): >= 50 frames/s at 512x512 on 2 cores.
 """
 
@@ -141,6 +144,66 @@ def render_thread(image: np.ndarray, face, motion, against: Path | None, passes:
     print(f"load average {out['load_average']} -> {out['load_average_after']}; wrote {dest.relative_to(ROOT)}")
 
 
+def spline_parts(image: np.ndarray, face, motion, passes: int = 3) -> None:
+    """Thread CPU per call of the warp's spline and its parts on the calls a render makes."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    import talkinghead.render.geometric as G
+    from talkinghead.render.tps import _kernel, _sq_dist
+
+    calls = []
+    exact = G.tps_backward
+    G.tps_backward = lambda d, s, g, reg: calls.append((d, s, g, reg)) or exact(d, s, g, reg)
+    try:
+        r = G.GeometricRenderer()
+        state = r._prepare(image, face)
+        for t in range(len(motion)):
+            r.render(state, motion[t])
+    finally:
+        G.tps_backward = exact
+    n = len(calls[0][1])
+    systems = []
+    for d, s, g, reg in calls:
+        d = d.astype(np.float64)
+        lhs = np.zeros((n + 3, n + 3))                       # as tps_backward builds it
+        lhs[:n, :n] = _kernel(_sq_dist(d, d))
+        lhs.flat[:(n + 3) * n:n + 4] += reg
+        lhs[:n, n] = lhs[n, :n] = 1.0
+        lhs[:n, n + 1:], lhs[n + 1:, :n] = d, d.T
+        rhs = np.zeros((n + 3, 2))
+        rhs[:n] = s - d
+        systems.append((lhs, rhs))
+    coef = np.linalg.solve(*systems[0])[:n].astype(np.float32)
+    kg = _kernel(_sq_dist(calls[0][2], calls[0][0]))
+    parts = {
+        "tps_backward": lambda i: exact(*calls[i]),
+        "system_kernel": lambda i: _kernel(_sq_dist(calls[i][0].astype(np.float64),
+                                                    calls[i][0].astype(np.float64))),
+        "lu_solve": lambda i: np.linalg.solve(*systems[i]),
+        "grid_kernel": lambda i: _kernel(_sq_dist(calls[i][2], calls[i][0])),
+        "grid_product": lambda i: kg @ coef,
+    }
+    out: dict[str, object] = {"load_average": [round(x, 1) for x in os.getloadavg()],
+                              "calls": len(calls), "controls": n, "grid_points": len(calls[0][2])}
+    with threadpool_limits(1):
+        cv2.setNumThreads(1)
+        for name, f in parts.items():
+            best = []
+            for _ in range(passes):
+                c = time.thread_time()
+                for i in range(len(calls)):
+                    f(i)
+                best.append(1e3 * (time.thread_time() - c) / len(calls))
+            out[name + "_ms"] = round(min(best), 3)
+            print(f"{name:14s} {min(best):.3f} ms thread CPU per call (best of {passes} passes)")
+    out["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
+    dest = ROOT / "bench" / "results" / "render_spline.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"{len(calls)} calls, {n} controls, {out['grid_points']} grid points; load average "
+          f"{out['load_average']} -> {out['load_average_after']}; wrote {dest.relative_to(ROOT)}")
+
+
 def main() -> None:
     import cv2
 
@@ -157,11 +220,14 @@ def main() -> None:
     if "--plate" in sys.argv:
         plate_cost(image, motion)
         return
-    if "--thread" in sys.argv:
+    if "--thread" in sys.argv or "--spline" in sys.argv:
         from talkinghead.face.landmarker import FaceLandmarker, analyze_portrait
 
         with FaceLandmarker() as lm:
             face = analyze_portrait(image, "bench", lm)
+        if "--spline" in sys.argv:
+            spline_parts(image, face, motion)
+            return
         arg = lambda k, d: sys.argv[sys.argv.index(k) + 1] if k in sys.argv else d  # noqa: E731
         against = arg("--against", None)
         render_thread(image, face, motion, Path(against) if against else None, int(arg("--passes", 6)))
