@@ -50,6 +50,14 @@ def render_fps(image: np.ndarray, motion, frames: int = 200, config=None) -> tup
     return frames / (time.perf_counter() - t0), frames / (time.process_time() - c0)
 
 
+def _write(out: dict, name: str) -> str:
+    """Record the load average after the run, write bench/results/NAME.json, and say where."""
+    out["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
+    dest = ROOT / "bench" / "results" / name
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    return f"load average {out['load_average']} -> {out['load_average_after']}; wrote {dest.relative_to(ROOT)}"
+
+
 def plate_cost(image: np.ndarray, motion) -> None:
     """Render speed at 512 with and without the still background plate (render/background.py);
     CPU-time figures, since wall time means little on a machine other jobs load."""
@@ -60,11 +68,7 @@ def plate_cost(image: np.ndarray, motion) -> None:
         wall, cpu = render_fps(image, motion, 200, cfg)
         out[name] = {"frames_per_s": round(wall, 1), "frames_per_cpu_s": round(cpu, 1)}
         print(f"render 512x512 {name:9s}: {wall:7.1f} frames/s, {cpu:7.1f} frames per CPU second")
-    out["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
-    dest = ROOT / "bench" / "results" / "render_plate.json"
-    dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"load average {out['load_average']} -> {out['load_average_after']}; "
-          f"wrote {dest.relative_to(ROOT)}")
+    print(_write(out, "render_plate.json"))
 
 
 def _load_renderer(tree: Path | None):
@@ -138,10 +142,7 @@ def render_thread(image: np.ndarray, face, motion, against: Path | None, passes:
             out[f"ratio_opencv_threads_{threads}"] = round(ratio, 3)
             print(f"against / this, OpenCV threads {threads}: {ratio:.2f}x thread CPU")
         print(f"largest pixel difference {out['max_pixel_difference']} ({out['pixels_differing']} values differ)")
-    out["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
-    dest = ROOT / "bench" / "results" / "render_thread.json"
-    dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"load average {out['load_average']} -> {out['load_average_after']}; wrote {dest.relative_to(ROOT)}")
+    print(_write(out, "render_thread.json"))
 
 
 def spline_parts(image: np.ndarray, face, motion, passes: int = 3) -> None:
@@ -197,11 +198,8 @@ def spline_parts(image: np.ndarray, face, motion, passes: int = 3) -> None:
                 best.append(1e3 * (time.thread_time() - c) / len(calls))
             out[name + "_ms"] = round(min(best), 3)
             print(f"{name:14s} {min(best):.3f} ms thread CPU per call (best of {passes} passes)")
-    out["load_average_after"] = [round(x, 1) for x in os.getloadavg()]
-    dest = ROOT / "bench" / "results" / "render_spline.json"
-    dest.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"{len(calls)} calls, {n} controls, {out['grid_points']} grid points; load average "
-          f"{out['load_average']} -> {out['load_average_after']}; wrote {dest.relative_to(ROOT)}")
+    print(f"{len(calls)} calls, {n} controls, {out['grid_points']} grid points; "
+          + _write(out, "render_spline.json"))
 
 
 def main() -> None:
