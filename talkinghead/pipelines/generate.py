@@ -165,14 +165,16 @@ class GeneratePipeline:
         (the two threads take turns at the GIL). Two 12-pair A/Bs of the sample's whole process
         (cached face readings, load 0.8-1.9): first frame 2.98 -> 2.86 s and 3.26 -> 3.10 s;
         cold: 3.46 -> 3.13 s and 3.31 -> 3.50 s. A failure here is left for the worker's own
-        load to raise."""
+        load to raise. Not a daemon: a call that fails early (bad audio) exits after the load
+        ends; a daemon thread killed inside torch at exit aborted the process ("terminate called
+        without an active exception" after the one-line error)."""
         def load() -> None:
             try:
                 self.motion_model, self.extractor
             except Exception:  # noqa: BLE001 - raised again by the worker's load
                 pass
 
-        thread = threading.Thread(target=load, daemon=True, name="talkinghead-prefetch")
+        thread = threading.Thread(target=load, name="talkinghead-prefetch")
         thread.start()
         return thread
 
