@@ -165,9 +165,9 @@ class GeneratePipeline:
         (the two threads take turns at the GIL). Two 12-pair A/Bs of the sample's whole process
         (cached face readings, load 0.8-1.9): first frame 2.98 -> 2.86 s and 3.26 -> 3.10 s;
         cold: 3.46 -> 3.13 s and 3.31 -> 3.50 s. A failure here is left for the worker's own
-        load to raise. Not a daemon: a call that fails early (bad audio) exits after the load
-        ends; a daemon thread killed inside torch at exit aborted the process ("terminate called
-        without an active exception" after the one-line error)."""
+        load to raise. The call joins it before it returns or raises: a daemon thread left
+        loading inside torch while the process exited after a bad-audio error aborted it
+        ("terminate called without an active exception" after the one-line error)."""
         def load() -> None:
             try:
                 self.motion_model, self.extractor
@@ -247,12 +247,16 @@ class GeneratePipeline:
         for ref in (cfg.ref_pose, cfg.ref_blink):
             if ref and not Path(ref).is_file():
                 raise InputError(f"{ref}: reference video not found")
-        if self.renderer.name == "geometric":
-            self.prefetch_models()  # while the speech is read and the streamed call starts
-        clip = load_speech(audio)
-        if self.renderer.name != "geometric":
-            return self._whole(image, clip, audio, output, controls, progress, timings, t0)
-        return self._streamed(image, clip, audio, output, controls, progress, timings, t0)
+        # the models load while the speech is read and the streamed call starts
+        prefetch = self.prefetch_models() if self.renderer.name == "geometric" else None
+        try:
+            clip = load_speech(audio)
+            if self.renderer.name != "geometric":
+                return self._whole(image, clip, audio, output, controls, progress, timings, t0)
+            return self._streamed(image, clip, audio, output, controls, progress, timings, t0)
+        finally:
+            if prefetch is not None:  # no thread left behind, also when the call fails
+                prefetch.join()
 
     def _portrait(self, image: str | Path) -> tuple[Portrait, object]:
         """Analyse the portrait (and calibrate the renderer's response to it). The face model's
