@@ -1,7 +1,7 @@
 """Issue #12's start-up changes (pipeline half) keep their promises: the CLI's first heavy import
 pauses the garbage collector, leaves it on afterwards with torch's objects frozen, and a second
 one changes nothing; models prefetched in the background are the ones the call uses, and a
-failed prefetch surfaces at the next load."""
+failed prefetch surfaces at the next load; OpenCV runs on one thread during the call."""
 
 from __future__ import annotations
 
@@ -59,3 +59,26 @@ def test_a_failed_prefetch_is_raised_by_the_next_load(monkeypatch):
     with pytest.raises(OSError, match="checkpoint unreadable"):
         pipe.motion_model                     # the worker's own load raises it
     assert calls == ["fd2talk", "fd2talk"]
+
+
+def test_cv2_threads_sets_one_thread_and_restores_the_pool():
+    """The streamed call runs OpenCV on one thread (its pool's worker spun between jobs) and
+    gives the process its pool back afterwards, also when the call fails; a remap gives the same
+    bytes either way."""
+    import cv2
+    import numpy as np
+
+    from talkinghead.pipelines.generate import cv2_threads
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (256, 256, 3), np.uint8)
+    maps = (rng.random((256, 256, 2)) * 255).astype(np.float32)
+    before = cv2.getNumThreads()
+    pooled = cv2.remap(img, maps, None, cv2.INTER_LINEAR)
+    with pytest.raises(RuntimeError):
+        with cv2_threads(1):
+            assert cv2.getNumThreads() == 1
+            single = cv2.remap(img, maps, None, cv2.INTER_LINEAR)
+            raise RuntimeError("the call failed")
+    assert cv2.getNumThreads() == before
+    assert np.array_equal(single, pooled)

@@ -282,8 +282,9 @@ class GeneratePipeline:
         cfg, parts, c0 = self.config, [], time.process_time()
         total = num_frames(clip.samples.shape[-1], cfg.fps)
         # one BLAS thread too: the calibration's TPS solves spun two OpenBLAS threads against the
-        # worker (the sample's analysis took 1.3 CPU s at load 19, 0.2-0.7 with one thread)
-        with torch_threads(1), threadpool_limits(1):
+        # worker (the sample's analysis took 1.3 CPU s at load 19, 0.2-0.7 with one thread); and
+        # one OpenCV thread (its pool's worker spun between jobs: cv2_threads)
+        with torch_threads(1), threadpool_limits(1), cv2_threads(1):
             chunks = Background(self.motion_chunks(clip, controls, timings, finish=False), depth=2,
                                 name="talkinghead-motion")
             try:
@@ -397,3 +398,21 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def cv2_threads(n: int):
+    """OpenCV's threads set to `n` while it lasts (process-wide). Its pool's worker yields in a
+    loop between jobs (sched_yield, seen with strace for a whole run): in the warm pipeline that
+    thread alone took 0.041-0.048 CPU s per s of video. Quiet A/B (bench_speed.py, 20 s clip,
+    two runs each, alternated, load 0.8-2.2): warm 512 0.615 / 0.539 -> 0.475 / 0.480 CPU s/s,
+    0.416 / 0.335 -> 0.304 / 0.318 s/s wall; 1024 / 2048 within the noise. The frames are the
+    same bytes (OpenCV splits rows, each computed alike)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
