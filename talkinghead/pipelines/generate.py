@@ -388,19 +388,23 @@ def skip_init():
 
 
 @contextmanager
+def _threads(get, set_, n: int):
+    """A library's thread count set to `n` by `set_` while it lasts, `get`'s value restored."""
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)
+
+
 def torch_threads(n: int):
     """torch's intra-op threads set to `n` while it lasts (process-wide)."""
     import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return _threads(torch.get_num_threads, torch.set_num_threads, n)
 
 
-@contextmanager
 def cv2_threads(n: int):
     """OpenCV's threads set to `n` while it lasts (process-wide). Its pool's worker yields in a
     loop between jobs (sched_yield, seen with strace for a whole run): in the warm pipeline that
@@ -410,9 +414,4 @@ def cv2_threads(n: int):
     same bytes (OpenCV splits rows, each computed alike)."""
     import cv2
 
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(n)
-    try:
-        yield
-    finally:
-        cv2.setNumThreads(before)
+    return _threads(cv2.getNumThreads, cv2.setNumThreads, n)
