@@ -4,7 +4,8 @@
   encoder takes the same input): pre-emphasis 0.97, 800-sample STFT, hop 200 (80 Hz), 80 slaney
   mel bands 55-7600 Hz, dB scaled and normalised to [-4, 4]. Each video frame gets the 4 mel
   frames that cover it (interpolated), so the per-frame vector is 320 wide.
-* `whisper`: the pretrained Whisper-base encoder (50 Hz), two frames averaged per video frame.
+* `whisper`: the pretrained Whisper-base encoder (50 Hz), two frames averaged per video frame;
+  its log-mel and encoder run in numpy (`audio/whisper_numpy.py`), so they never import torch.
 * `wav2vec2` / `hubert`: a user's local checkpoint (the papers' choice; none ship offline here).
 
 Every extractor encodes long audio in overlapping windows (never all at once), so memory is
@@ -19,7 +20,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from talkinghead.errors import InputError
 from talkinghead.types import AudioClip
@@ -72,30 +72,43 @@ def _mel_filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarra
 
 
 @lru_cache(maxsize=4)
-def _filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
-    return torch.from_numpy(_mel_filters(n_fft, n_mels, fmin, fmax))
+def _filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """(n_mels, n_fft/2 + 1) contiguous, as the spectra are multiplied."""
+    return np.ascontiguousarray(_mel_filters(n_fft, n_mels, fmin, fmax).T)
 
 
 def wav2lip_mel(samples: np.ndarray) -> np.ndarray:
     """(F, 80) normalised log-mel at 80 Hz (Wav2Lip's hparams)."""
+    import torch
+
     x = np.asarray(samples, np.float32)
     x = np.append(x[:1], x[1:] - 0.97 * x[:-1])  # pre-emphasis
     spec = torch.stft(torch.from_numpy(x), 800, 200, 800, torch.hann_window(800),
                       center=True, return_complex=True).abs()          # (401, F)
-    mel = _filters(800, 80, 55.0, 7600.0).T @ spec                        # (80, F)
+    mel = torch.from_numpy(_filters(800, 80, 55.0, 7600.0)) @ spec       # (80, F)
     db = 20 * torch.log10(torch.clamp(mel, min=1e-5)) - 20.0              # ref_level_db 20
     norm = torch.clamp(8.0 * (db + 100.0) / 100.0 - 4.0, -4.0, 4.0)       # min_level_db -100
     return norm.T.numpy().astype(np.float32)
 
 
-def whisper_mel(samples: np.ndarray) -> torch.Tensor:
-    """(80, F) Whisper log-mel at 100 Hz (n_fft 400, hop 160), F = len / 160."""
-    x = torch.from_numpy(np.asarray(samples, np.float32))
-    spec = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True)
-    power = spec[:, :-1].abs() ** 2                                       # (201, F)
-    log = torch.log10(torch.clamp(_filters(400, 80, 0.0, 8000.0).T @ power, min=1e-10))
-    log = torch.maximum(log, log.max() - 8.0)
-    return (log + 4.0) / 4.0
+@lru_cache(maxsize=1)
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window (torch.hann_window's default), float32."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def whisper_mel(samples: np.ndarray) -> np.ndarray:
+    """(80, F) float32 Whisper log-mel at 100 Hz, F = len // 160: |STFT|^2 (n_fft 400, hop 160,
+    periodic Hann, centred frames with reflect padding; the last frame dropped, as Whisper does),
+    80 Slaney mel bands, log10 floored 8 below the peak, scaled to about [-1, 1]."""
+    x = np.pad(np.asarray(samples, np.float32), 200, mode="reflect")
+    n = (len(x) - 400) // 160                                            # frames, the last dropped
+    frames = np.lib.stride_tricks.as_strided(x, (n, 400), (160 * x.strides[0], x.strides[0]))
+    spec = np.fft.rfft(frames * _hann(400), axis=1)                     # (F, 201) complex64
+    power = spec.real ** 2 + spec.imag ** 2
+    log = np.log10(np.maximum(_filters(400, 80, 0.0, 8000.0) @ power.T, np.float32(1e-10)))  # (80, F)
+    log = np.maximum(log, log.max() - np.float32(8.0))
+    return (log + np.float32(4.0)) / np.float32(4.0)
 
 
 def windowed(encode: Callable[[np.ndarray], np.ndarray], samples: np.ndarray, out_rate: float,
@@ -194,18 +207,14 @@ class _TransformerExtractor(FeatureExtractor):
     rate = 50.0
 
     def __init__(self, model) -> None:
-        self.model = model.eval()
+        self.model = model.eval() if hasattr(model, "eval") else model  # torch modules: eval mode
 
     def frames(self, samples: np.ndarray, fps: float, t: int) -> np.ndarray:
         return np.concatenate(list(self.frame_chunks(samples, fps, t)))
 
     def frame_chunks(self, samples: np.ndarray, fps: float, t: int) -> Iterator[np.ndarray]:
         """One chunk of video frames per encoder window (`window_s` of audio)."""
-        def encode(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return self.encode(x)
-
-        parts = iter_windows(encode, samples, self.rate, self.window_s, self.context_s)
+        parts = iter_windows(self.encode, samples, self.rate, self.window_s, self.context_s)
         return _to_fps_chunks(parts, self.rate, fps, t)
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
@@ -213,21 +222,31 @@ class _TransformerExtractor(FeatureExtractor):
 
 
 class WhisperExtractor(_TransformerExtractor):
+    """Whisper-base features. The default encoder is the numpy one (no torch import); a torch
+    `AudioEncoder` (or transformers' `WhisperEncoder`) passed in runs instead, on the same mel."""
+
     kind = "whisper"
     dim = 512
 
     def __init__(self, encoder=None) -> None:
-        from talkinghead.audio.whisper import load_encoder
+        if encoder is None:
+            from talkinghead.audio.whisper_numpy import load_numpy_encoder
 
-        super().__init__(encoder if encoder is not None else load_encoder())
+            encoder = load_numpy_encoder()
+        super().__init__(encoder)
         self.dim = self.model.config.d_model
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
+        pad = (-len(samples)) % 320 + 320 * (len(samples) < 320)  # whole encoder frames
+        mel = whisper_mel(np.pad(samples, (0, pad)))                 # (80, 2N)
+        if not hasattr(self.model, "parameters"):                     # the numpy encoder
+            return self.model(mel)
+        import torch
+
         from talkinghead.audio.whisper import encode_window
 
-        pad = (-len(samples)) % 320 + 320 * (len(samples) < 320)  # whole encoder frames
-        mel = whisper_mel(np.pad(samples, (0, pad)))
-        return encode_window(self.model, mel[None])[0].numpy()
+        with torch.inference_mode():
+            return encode_window(self.model, torch.from_numpy(mel)[None])[0].numpy()
 
 
 class Wav2Vec2Extractor(_TransformerExtractor):
@@ -240,10 +259,13 @@ class Wav2Vec2Extractor(_TransformerExtractor):
         self.dim = self.model.config.hidden_size
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
+        import torch
+
         x = torch.from_numpy(np.asarray(samples, np.float32))
         x = (x - x.mean()) / (x.std() + 1e-7)  # the processors' zero-mean unit-variance step
         pad = max(0, 400 - len(x))
-        hidden = self.model(torch.nn.functional.pad(x, (0, pad))[None]).last_hidden_state[0]
+        with torch.inference_mode():
+            hidden = self.model(torch.nn.functional.pad(x, (0, pad))[None]).last_hidden_state[0]
         return hidden.numpy()
 
 
