@@ -44,3 +44,27 @@ def test_linear_layer_norm_silu_softmax_attention():
     ref = F.scaled_dot_product_attention(*(torch.from_numpy(a) for a in (q, k, v)),
                                          attn_mask=torch.from_numpy(mask)).numpy()
     np.testing.assert_allclose(np_ops.attention(q, k, v, mask), ref, atol=2e-5)
+
+
+def test_gelu_in_place_blocks_and_float64():
+    x = _x(3, 40000, seed=7)                             # over one block (32768 values)
+    want = F.gelu(torch.from_numpy(x)).numpy()
+    y = x.copy()
+    assert np_ops.gelu(y, out=y) is y
+    np.testing.assert_allclose(y, want, atol=5e-7, rtol=3e-7)
+    x64 = x[0, :500].astype(np.float64)
+    np.testing.assert_allclose(np_ops.gelu(x64), F.gelu(torch.from_numpy(x64)).numpy(), atol=1e-12, rtol=1e-7)
+    assert np_ops.gelu(x64).dtype == np.float64
+
+
+def test_attention_scale_and_a_mask_that_widens():
+    q, k, v = _x(4, 8, seed=8), _x(6, 8, seed=9), _x(6, 8, seed=10)
+    mask = np.where(np.random.default_rng(11).random((2, 4, 6)) < 0.3, -1e30, 0).astype(np.float32)
+    mask[..., 0] = 0
+    tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
+    ref = (torch.softmax(tq @ tk.T * 0.7 + torch.from_numpy(mask), -1) @ tv).numpy()
+    got = np_ops.attention(q, k, v, mask, scale=0.7)
+    assert got.shape == (2, 4, 8)
+    np.testing.assert_allclose(got, ref, atol=2e-5)
+    np.testing.assert_allclose(np_ops.attention(q * np.float32(0.7), k, v, scale=1.0),
+                               np_ops.attention(q, k, v, scale=0.7), atol=1e-5)
