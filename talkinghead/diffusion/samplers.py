@@ -2,6 +2,7 @@
 
 Models that predict x0 (FD2Talk, DAWN) plug in directly; the samplers convert to noise
 estimates where their update needs one. Swapping a sampler never touches the model.
+`numpy_samplers.py` holds the same samplers over numpy arrays (inference without torch).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from talkinghead.diffusion import schedule as _schedule
 from talkinghead.diffusion.schedule import Schedule
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -17,9 +19,7 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def timesteps(schedule: Schedule, steps: int) -> list[int]:
     """`steps` evenly spaced training steps from the noisiest down (DDIM's "trailing" spacing)."""
-    n = schedule.num_steps
-    steps = max(1, min(steps, n))
-    return [int(round(n - 1 - i * n / steps)) for i in range(steps)]
+    return _schedule.timesteps(schedule.num_steps, steps)
 
 
 def _eps(x: torch.Tensor, x0: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:

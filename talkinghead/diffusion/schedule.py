@@ -1,11 +1,33 @@
-"""Noise schedules for discrete-time diffusion (DDPM, Ho et al. 2020)."""
+"""Noise schedules for discrete-time diffusion (DDPM, Ho et al. 2020).
+
+The schedules are computed in numpy (float64, stored as float32), so the numpy sampling path
+(`numpy_samplers.py`) uses them without importing torch; `Schedule` wraps them as tensors.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+def cosine_alphas_cumprod(num_steps: int = 1000, s: float = 0.008) -> np.ndarray:
+    """(num_steps,) float32 alphas_cumprod of Nichol & Dhariwal's 2021 cosine schedule."""
+    t = np.arange(num_steps + 1, dtype=np.float64) / num_steps
+    f = np.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    betas = np.minimum(1 - f[1:] / f[:-1], 0.999)
+    return np.cumprod(1 - betas).astype(np.float32)
+
+
+def timesteps(num_steps: int, steps: int) -> list[int]:
+    """`steps` evenly spaced training steps from the noisiest down (DDIM's "trailing" spacing)."""
+    steps = max(1, min(steps, num_steps))
+    return [int(round(num_steps - 1 - i * num_steps / steps)) for i in range(steps)]
 
 
 @dataclass
@@ -21,13 +43,14 @@ class Schedule:
     @classmethod
     def cosine(cls, num_steps: int = 1000, s: float = 0.008) -> Schedule:
         """Nichol & Dhariwal 2021 cosine schedule."""
-        t = torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
-        f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
-        betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
-        return cls(torch.cumprod(1 - betas, 0).float())
+        import torch
+
+        return cls(torch.from_numpy(cosine_alphas_cumprod(num_steps, s)))
 
     @classmethod
     def linear(cls, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> Schedule:
+        import torch
+
         betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
         return cls(torch.cumprod(1 - betas, 0).float())
 

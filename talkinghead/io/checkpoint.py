@@ -1,7 +1,8 @@
 """Checkpoints: safetensors weights + a JSON config, never pickle.
 
 `save_model(dir, model, config)` writes model.safetensors and config.json; `load_model(dir,
-build)` rebuilds the model from the config and loads the weights strictly. Optimizer state is
+build)` rebuilds the model from the config and loads the weights strictly; `load_arrays(dir)`
+reads the weights as numpy arrays (inference without torch). Optimizer state is
 flattened to tensors (safetensors) plus its scalar structure (JSON) for resuming training.
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from talkinghead.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: reading a config needs none of it
+    import torch
 
 
 def _to_json(config: Any) -> dict:
@@ -63,7 +65,20 @@ def load_weights(directory: str | Path, model: torch.nn.Module) -> torch.nn.Modu
     return model
 
 
+def load_arrays(directory: str | Path) -> dict:
+    """model.safetensors as float32 numpy arrays, by the torch modules' key names."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    path = Path(directory) / "model.safetensors"
+    if not path.exists():
+        raise InputError(f"{directory}: no model.safetensors")
+    return {k: v.astype(np.float32) for k, v in load_file(str(path)).items()}
+
+
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    import torch
+
     sd = optimizer.state_dict()
     tensors, scalars = {}, {"param_groups": sd["param_groups"], "state": {}}
     for idx, st in sd["state"].items():

@@ -13,12 +13,14 @@ face model's coefficients, not 3DMM); self-attention is local with RoPE so one p
 length (the paper trains on 25-frame windows and does not say how it runs long audio); a
 blink-rate scalar conditions the expression model and a style id the pose model (the CLI's
 `--blink-rate` and `--pose-style`).
+
+This torch module trains the models and is the reference; inference runs the same network in
+numpy (`fd2talk_numpy.py`, no torch import on `generate`'s path).
 """
 
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,26 +28,8 @@ from torch import nn
 
 from talkinghead.diffusion.samplers import SAMPLERS
 from talkinghead.diffusion.schedule import Schedule
+from talkinghead.motion.fd2talk_numpy import DiTConfig  # noqa: F401  (the config lives torch-free)
 from talkinghead.motion.layers import DiTBlock, timestep_embedding
-
-
-@dataclass
-class DiTConfig:
-    channels: int = 20          # motion channels (expression 20 or pose 3)
-    audio_dim: int = 512
-    dim: int = 128
-    depth: int = 4
-    heads: int = 4
-    window: int = 25            # self-attention reaches +- 1 s
-    align_k: int = 3            # FD2Talk's alignment mask
-    num_styles: int = 0         # > 0: style-id embedding (pose model)
-    blink_rate: bool = False    # condition on a blink-rate scalar (expression model)
-    train_steps: int = 1000
-    cond_dropout: float = 0.1   # global conditions dropped in training (so they are optional)
-
-    @classmethod
-    def debug(cls, **kw) -> DiTConfig:
-        return cls(**{"dim": 16, "depth": 2, "heads": 2, **kw})
 
 
 class MotionDiT(nn.Module):

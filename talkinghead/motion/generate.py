@@ -1,6 +1,8 @@
 """Audio features -> relative `Motion`, through one of the papers' motion models.
 
-* `fd2talk` (default): expression and pose diffusion transformers, few-step DDIM.
+* `fd2talk` (default): expression and pose diffusion transformers, few-step DDIM, run in numpy
+  (`fd2talk_numpy.py`): choosing and sampling it never imports torch (`backend="torch"` runs
+  the torch modules, the reference; the same seed gives the same motion to rounding).
 * `sadtalker`: ExpNet (expression, blinks from a blink control signal) + PoseVAE (pose).
 * `pbnet`: DAWN's PBNet for pose and blinks; the mouth comes from the FD2Talk expression model
   (in DAWN the lips come from its video diffusion model, issue #5; with the geometric renderer
@@ -13,16 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from talkinghead.audio.features import AudioFeatures
 from talkinghead.data.corpus import EXPRESSION_CHANNELS
 from talkinghead.data.prosody import NUM_STYLES, BlinkConfig, blink_curve
 from talkinghead.errors import InputError
 from talkinghead.motion.registry import load_checkpoint, shipped
 from talkinghead.types import BS, Motion
+
+if TYPE_CHECKING:
+    import torch
+
+    from talkinghead.audio.features import AudioFeatures
 
 MOUTH_N = 17
 # chunked sampling (FD2TalkMotion.stream): frames of the first chunk (small, so the first frames
@@ -54,10 +60,14 @@ class MotionControls:
 
 
 def _generator(seed: int) -> torch.Generator:
+    import torch
+
     return torch.Generator().manual_seed(int(seed))
 
 
 def _audio(features: AudioFeatures) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(np.asarray(features.values, np.float32))[None]          # (1, T, A)
 
 
@@ -87,27 +97,107 @@ class MotionModel:
                controls: MotionControls) -> Iterator[Motion]:
         """Feature rows arriving in chunks (`total` frames in all) -> Motion in consecutive
         chunks. This default waits for every row and yields the whole clip's Motion once."""
+        from talkinghead.audio.features import AudioFeatures
+
         values = np.concatenate([np.asarray(c, np.float32) for c in chunks])
         yield self(AudioFeatures(values, fps, self.feature), controls)
 
 
+class _NumpyIO:
+    """How FD2TalkMotion hands arrays to numpy models (`fd2talk_numpy.NumpyMotionDiT`)."""
+
+    @staticmethod
+    def array(x: np.ndarray) -> np.ndarray:
+        return x
+
+    @staticmethod
+    def generator(seed: int):
+        from talkinghead.diffusion.torch_rng import TorchGenerator
+
+        return TorchGenerator(seed)
+
+    @staticmethod
+    def randn(g, shape: tuple[int, ...]) -> np.ndarray:
+        return g.randn(*shape)
+
+    @staticmethod
+    def numpy(y: np.ndarray) -> np.ndarray:
+        return y
+
+    @staticmethod
+    def window(model, audio: np.ndarray, noise: np.ndarray, steps: int, sampler: str, **extra) -> np.ndarray:
+        """audio (1, T, A), noise (T, C) -> x0 (T, C), normalised."""
+        return model.sample_from(audio, noise[None], steps, sampler, **extra)[0]
+
+
+class _TorchIO:
+    """The same for torch models (`fd2talk.MotionDiT`, the prompt model's expression)."""
+
+    @staticmethod
+    def array(x: np.ndarray) -> torch.Tensor:
+        import torch
+
+        return torch.from_numpy(x)
+
+    generator = staticmethod(_generator)
+
+    @staticmethod
+    def randn(g, shape: tuple[int, ...]) -> torch.Tensor:
+        import torch
+
+        return torch.randn(*shape, generator=g)
+
+    @staticmethod
+    def numpy(y: torch.Tensor) -> np.ndarray:
+        return y.numpy()
+
+    @staticmethod
+    def window(model, audio: torch.Tensor, noise: torch.Tensor, steps: int, sampler: str, **extra) -> torch.Tensor:
+        from talkinghead.motion.streaming import sample_window
+
+        return sample_window(model, audio, noise[:0], noise, steps, sampler, **extra)
+
+
 class FD2TalkMotion(MotionModel):
+    """FD2Talk's expression and pose transformers; numpy models by default, `backend="torch"`
+    for the torch modules (the reference). A subclass may set torch models (motion/prompt.py):
+    the calls below follow the models they find."""
+
     name = "fd2talk"
 
-    def __init__(self, expression_dir=None, pose_dir=None) -> None:
-        self.expression = load_checkpoint(expression_dir or shipped("fd2talk_expression"))
-        self.pose = load_checkpoint(pose_dir or shipped("fd2talk_pose"))
+    def __init__(self, expression_dir=None, pose_dir=None, backend: str = "numpy") -> None:
+        if backend not in ("numpy", "torch"):
+            raise ValueError(f"backend must be 'numpy' or 'torch', not {backend!r}")
+        if backend == "torch":
+            load = load_checkpoint
+        else:
+            from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
+
+            load = NumpyMotionDiT.from_checkpoint
+        self.expression = load(expression_dir or shipped("fd2talk_expression"))
+        self.pose = load(pose_dir or shipped("fd2talk_pose"))
         self.feature = self.expression.feature
 
-    def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+    def _io(self):
+        from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
+
+        numpy = isinstance(self.expression, NumpyMotionDiT) and isinstance(self.pose, NumpyMotionDiT)
+        return _NumpyIO if numpy else _TorchIO
+
+    def _conditions(self, io, controls: MotionControls) -> tuple[dict, dict]:
+        """(expression's, pose's) keyword conditions: blink rate, pose style."""
         _check_style(controls.pose_style)
-        audio = _audio(features)
-        g = _generator(controls.seed)
-        rate = None if controls.blink_rate is None else torch.tensor([controls.blink_rate])
-        expr = self.expression.sample(audio, controls.steps, g, blink_rate=rate,
-                                      sampler=controls.sampler)[0].numpy()
-        style = None if controls.pose_style is None else torch.tensor([controls.pose_style])
-        pose = self.pose.sample(audio, controls.steps, g, style=style, sampler=controls.sampler)[0].numpy()
+        rate = None if controls.blink_rate is None else io.array(np.array([controls.blink_rate], np.float32))
+        style = None if controls.pose_style is None else io.array(np.array([controls.pose_style], np.int64))
+        return {"blink_rate": rate}, {"style": style}
+
+    def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+        io = self._io()
+        expr_kw, pose_kw = self._conditions(io, controls)
+        audio = io.array(np.asarray(features.values, np.float32)[None])              # (1, T, A)
+        g = io.generator(int(controls.seed))   # one generator: the expression's noise, then the pose's
+        expr = io.numpy(self.expression.sample(audio, controls.steps, g, sampler=controls.sampler, **expr_kw))[0]
+        pose = io.numpy(self.pose.sample(audio, controls.steps, g, sampler=controls.sampler, **pose_kw))[0]
         return to_motion(expr, pose - pose[:1], features.fps)
 
     def stream(self, chunks: Iterable[np.ndarray], total: int, fps: float,
@@ -118,18 +208,14 @@ class FD2TalkMotion(MotionModel):
         each side equals the whole clip's sampling up to rounding (measured: max difference
         5e-6 in blendshapes, 2e-5 degrees, on 30 s of speech); the noise is the whole clip's
         draw, sliced. A clip whose features arrive at once is sampled whole, as `__call__` does."""
-        from talkinghead.motion.streaming import sample_window
-
         if type(self) is not FD2TalkMotion:  # a subclass samples otherwise (motion/prompt.py)
             yield from super().stream(chunks, total, fps, controls)
             return
-        _check_style(controls.pose_style)
-        g = _generator(controls.seed)
+        io = self._io()
+        extras = self._conditions(io, controls)
+        g = io.generator(int(controls.seed))
         models = (self.expression, self.pose)
-        noise = [torch.randn(1, total, m.config.channels, generator=g)[0] for m in models]  # (T, C)
-        rate = None if controls.blink_rate is None else torch.tensor([controls.blink_rate])
-        style = None if controls.pose_style is None else torch.tensor([controls.pose_style])
-        extras = ({"blink_rate": rate}, {"style": style})
+        noise = [io.randn(g, (1, total, m.config.channels))[0] for m in models]       # (T, C)
         buf, buf_start, done, pose0 = [], 0, 0, None
         for rows in chunks:
             buf.append(np.asarray(rows, np.float32))
@@ -140,14 +226,16 @@ class FD2TalkMotion(MotionModel):
             stop = total if have >= total else have - CHUNK_MARGIN
             audio = np.concatenate(buf)                                               # (n, A)
             lo, hi = max(0, done - CHUNK_MARGIN), min(have, stop + CHUNK_MARGIN)
-            a = torch.from_numpy(audio[lo - buf_start:hi - buf_start])[None]         # (1, hi-lo, A)
+            a = io.array(np.ascontiguousarray(audio[lo - buf_start:hi - buf_start])[None])  # (1, hi-lo, A)
+
             def sample(i: int) -> np.ndarray:
-                model, eps = models[i], noise[i]
-                x0 = sample_window(model, a, eps[:0], eps[lo:hi], controls.steps, controls.sampler, **extras[i])
-                return model.denormalise(x0[done - lo:stop - lo]).numpy()
+                model = models[i]
+                x0 = io.window(model, a, noise[i][lo:hi], controls.steps, controls.sampler, **extras[i])
+                return io.numpy(model.denormalise(x0[done - lo:stop - lo]))
 
             # the first chunk is what the first frame waits for: the pose model samples it in a
-            # second thread (torch releases the GIL; the same operations, so the same numbers)
+            # second thread (numpy's products and torch release the GIL; the same operations,
+            # so the same numbers)
             expr, pose = _both(sample, parallel=done == 0)
             pose0 = pose[:1].copy() if pose0 is None else pose0
             yield to_motion(expr, pose - pose0, fps)
@@ -188,8 +276,15 @@ class SadTalkerMotion(MotionModel):
         self.posevae = load_checkpoint(posevae_dir or shipped("sadtalker_posevae"))
         self.feature = self.expnet.feature
 
-    @torch.no_grad()
     def __call__(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+        import torch
+
+        with torch.no_grad():
+            return self._sample(features, controls)
+
+    def _sample(self, features: AudioFeatures, controls: MotionControls) -> Motion:
+        import torch
+
         _check_style(controls.pose_style)
         audio = _audio(features)
         t = audio.shape[1]
