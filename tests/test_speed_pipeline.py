@@ -1,7 +1,7 @@
 """Issue #12's start-up changes (pipeline half) keep their promises: the CLI's first heavy import
 pauses the garbage collector, leaves it on afterwards with torch's objects frozen, and a second
 one changes nothing; models prefetched in the background are the ones the call uses, and a
-failed prefetch surfaces at the next load; OpenCV runs on one thread during the call."""
+failed prefetch surfaces at the next load; OpenCV runs on one thread during generate's call."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_cv2_threads_sets_one_thread_and_restores_the_pool():
     import cv2
     import numpy as np
 
-    from talkinghead.pipelines.generate import cv2_threads
+    from talkinghead.pipelines.drive import cv2_threads
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (256, 256, 3), np.uint8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -104,6 +105,29 @@ def timed(frames: Iterator[np.ndarray], timings: dict[str, float], key: str = "r
         if frame is None:
             return
         yield frame
+
+
+@contextmanager
+def library_threads(get, set_, n: int):
+    """A library's thread count set to `n` by `set_` while it lasts, `get`'s value restored."""
+    before = get()
+    set_(n)
+    try:
+        yield
+    finally:
+        set_(before)
+
+
+def cv2_threads(n: int):
+    """OpenCV's threads set to `n` while it lasts (process-wide). Its pool's worker yields in a
+    loop between jobs (sched_yield, seen with strace for a whole run): in generate's warm
+    pipeline that thread alone took 0.041-0.048 CPU s per s of video. Quiet A/B (bench_speed.py,
+    20 s clip, two runs each, alternated, load 0.8-2.2): warm 512 0.615 / 0.539 -> 0.475 /
+    0.480 CPU s/s, 0.416 / 0.335 -> 0.304 / 0.318 s/s wall; 1024 / 2048 within the noise. The
+    frames are the same bytes (OpenCV splits rows, each computed alike)."""
+    import cv2
+
+    return library_threads(cv2.getNumThreads, cv2.setNumThreads, n)
 
 
 def render_frames(renderer: GeometricRenderer, state: SourceState, motion: Motion,

@@ -9,10 +9,11 @@ render and encode, streaming frame by frame so memory does not grow with the aud
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,8 +27,7 @@ from talkinghead.io.video import Background, check_video_output, write_video
 from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MOTION_MODELS, MotionControls, get_motion_model
-from talkinghead.motion.prompt import prompted_motion
-from talkinghead.pipelines.drive import Portrait, load_portrait, timed
+from talkinghead.pipelines.drive import Portrait, cv2_threads, library_threads, load_portrait, timed
 from talkinghead.render.base import RenderInputs, RenderOptions, get_renderer
 from talkinghead.render.enhance.face import enhance_stage
 from talkinghead.render.geometric import RenderConfig
@@ -35,6 +35,9 @@ from talkinghead.types import BS, AudioClip, Motion
 from talkinghead.audio.features import SAMPLE_RATE, AudioFeatures, num_frames
 
 MIN_SECONDS = 0.2
+# motion models that run without torch (numpy ports, with their Whisper features); the pipeline
+# imports torch up front for the others
+TORCH_FREE_MOTION = ("fd2talk",)
 
 
 @dataclass(frozen=True)
@@ -132,8 +135,14 @@ class GeneratePipeline:
                          **({config.renderer: config.renderer_checkpoint} if config.renderer_checkpoint else {})}))
         if config.motion_model not in MOTION_MODELS:
             get_motion_model(config.motion_model)                     # the unknown-name error
-        self._motion_model = None if config.prompt is None else \
-            prompted_motion(config.motion_model, config.prompt, config.prompt_checkpoint, config.prompt_guidance)
+        if config.motion_model not in TORCH_FREE_MOTION:
+            import torch  # noqa: F401 - before the loads and the call: skip_init, torch_threads act
+        self._motion_model = None
+        if config.prompt is not None:  # its module imports torch: not on the default path
+            from talkinghead.motion.prompt import prompted_motion
+
+            self._motion_model = prompted_motion(config.motion_model, config.prompt,
+                                                 config.prompt_checkpoint, config.prompt_guidance)
         self._extractor = None
         self._lock = threading.RLock()
 
@@ -355,8 +364,14 @@ def skip_init():
     For models built to be loaded at once with weights that overwrite every parameter (strict
     loads): the random initialisation they skip was 0.13 CPU s of the Whisper encoder's 0.19 s
     load and most of FD2Talk's, on the path to a cold start's first frame. Other threads keep
-    the real fillers; the loaded models are identical (tests/test_speed_paths.py).
+    the real fillers; the loaded models are identical (tests/test_speed_paths.py). Without torch
+    loaded it does nothing: the default models run without it (numpy ports), and importing it
+    here would cost a cold start 1.2-1.3 CPU s (GeneratePipeline imports it up front for the
+    motion models that need it: TORCH_FREE_MOTION).
     """
+    if "torch" not in sys.modules:
+        yield
+        return
     import torch.nn.init as init
 
     def skipping(name: str):
@@ -387,31 +402,10 @@ def skip_init():
                     setattr(init, n, f)
 
 
-@contextmanager
-def _threads(get, set_, n: int):
-    """A library's thread count set to `n` by `set_` while it lasts, `get`'s value restored."""
-    before = get()
-    set_(n)
-    try:
-        yield
-    finally:
-        set_(before)
-
-
 def torch_threads(n: int):
-    """torch's intra-op threads set to `n` while it lasts (process-wide)."""
-    import torch
-
-    return _threads(torch.get_num_threads, torch.set_num_threads, n)
-
-
-def cv2_threads(n: int):
-    """OpenCV's threads set to `n` while it lasts (process-wide). Its pool's worker yields in a
-    loop between jobs (sched_yield, seen with strace for a whole run): in the warm pipeline that
-    thread alone took 0.041-0.048 CPU s per s of video. Quiet A/B (bench_speed.py, 20 s clip,
-    two runs each, alternated, load 0.8-2.2): warm 512 0.615 / 0.539 -> 0.475 / 0.480 CPU s/s,
-    0.416 / 0.335 -> 0.304 / 0.318 s/s wall; 1024 / 2048 within the noise. The frames are the
-    same bytes (OpenCV splits rows, each computed alike)."""
-    import cv2
-
-    return _threads(cv2.getNumThreads, cv2.setNumThreads, n)
+    """torch's intra-op threads set to `n` while it lasts (process-wide); nothing while torch is
+    not loaded (the default path never imports it: skip_init)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return nullcontext()
+    return library_threads(torch.get_num_threads, torch.set_num_threads, n)
