@@ -153,3 +153,18 @@ def test_whisper_features_never_import_torch(speech_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     assert out.stdout.strip() == ""
+
+
+def test_mapped_weights_equal_safetensors_load(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from talkinghead.audio.whisper_numpy import cached_weights, map_safetensors
+
+    path = cached_weights()
+    mapped, loaded = map_safetensors(path), load_file(str(path))
+    assert mapped.keys() == loaded.keys()
+    assert all(np.array_equal(mapped[k], loaded[k]) and mapped[k].dtype == np.float32 for k in loaded)
+    other = {"a": np.arange(6, dtype=np.float16).reshape(2, 3), "b": np.ones(3, np.float32)}
+    save_file(other, str(tmp_path / "half.safetensors"))                  # not all float32: load_file
+    back = map_safetensors(tmp_path / "half.safetensors")
+    assert back["a"].dtype == np.float16 and np.array_equal(back["a"], other["a"])

@@ -44,9 +44,11 @@ class Linear:
 def layer_norm(x: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None,
                eps: float = 1e-5) -> np.ndarray:
     """LayerNorm over the last axis (biased variance, as torch)."""
-    mean = x.mean(-1, keepdims=True)
-    d = x - mean
-    y = d / np.sqrt((d * d).mean(-1, keepdims=True) + np.float32(eps))
+    y = x - x.mean(-1, keepdims=True)
+    var = np.einsum("...i,...i->...", y, y)[..., None]            # row sums of squares, no temporary
+    var *= np.float32(1 / x.shape[-1])
+    var += np.float32(eps)
+    y *= 1 / np.sqrt(var)
     if weight is not None:
         y *= weight
     if bias is not None:
@@ -85,14 +87,14 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     b = min(_BLOCK, fx.size)
     a, t, e = (np.empty(b, np.float32) for _ in range(3))
     coef = [np.float32(0.5 * c) for c in _AS_A]
+    inv_p = np.float32(np.sqrt(2) / _AS_P)                      # 1 / (1 + p z) = inv_p / (inv_p + |x|)
     for lo in range(0, fx.size, b):
         xs, ys = fx[lo:lo + b], fy[lo:lo + b]
         k = len(xs)
         a_, t_, e_ = a[:k], t[:k], e[:k]
         np.abs(xs, out=a_)                                      # |x|; z = |x| / sqrt 2
-        np.multiply(a_, np.float32(_AS_P / np.sqrt(2)), out=t_)
-        t_ += np.float32(1)
-        np.divide(np.float32(1), t_, out=t_)                   # t = 1 / (1 + p z)
+        np.add(a_, inv_p, out=t_)
+        np.divide(inv_p, t_, out=t_)                            # t = 1 / (1 + p z)
         np.multiply(t_, coef[4], out=e_)
         for c in coef[3::-1]:                                   # Horner: t (a1 + t (a2 + ...)) / 2
             e_ += c
