@@ -65,6 +65,18 @@ def test_band_attention_is_masked_attention(window):
     assert np.array_equal(band_attention(q, k2, v, window)[:, :, 60], band_attention(q, k, v, window)[:, :, 60])
 
 
+def test_tanh_gelu_in_row_blocks_equals_torchs():
+    from talkinghead.motion.fd2talk_numpy import gelu_tanh_
+    from talkinghead.motion.layers import TanhGELU
+
+    x = np.random.default_rng(0).standard_normal((3, 130, 40)).astype(np.float32) * 4
+    x[0, 0, :3] = (-60.0, 0.0, 60.0)                              # exp overflow: -0, 0, x
+    with torch.no_grad():
+        ref = TanhGELU()(torch.from_numpy(x.copy())).numpy()
+    for rows in (64, 7, 1000):                                    # a short last block, one block
+        np.testing.assert_allclose(gelu_tanh_(x.copy(), rows), ref, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7, 12345, 2 ** 33 + 5])
 def test_randn_draws_torchs_values_in_torchs_order(seed):
     g, ours = torch.Generator().manual_seed(seed), TorchGenerator(seed)
