@@ -31,6 +31,23 @@ def test_wav2lip_mel_settings():
     assert band < 15
 
 
+def test_wav2lip_mel_equals_torch_stft():
+    """The numpy STFT frames as torch.stft(center=True, reflect) did (the former code, kept here
+    as the reference)."""
+    from talkinghead.audio.features import _mel_filters
+
+    x = np.concatenate([_tone(1.3).mono(), np.random.default_rng(0).standard_normal(777).astype(np.float32)])
+    pre = np.append(x[:1], x[1:] - 0.97 * x[:-1])
+    spec = torch.stft(torch.from_numpy(pre), 800, 200, 800, torch.hann_window(800), center=True,
+                      return_complex=True).abs()                                   # (401, F)
+    db = 20 * torch.log10(torch.clamp(torch.from_numpy(_mel_filters(800, 80, 55.0, 7600.0)).T @ spec,
+                                      min=1e-5)) - 20.0
+    want = torch.clamp(8.0 * (db + 100.0) / 100.0 - 4.0, -4.0, 4.0).T.numpy()
+    got = wav2lip_mel(x)
+    assert got.shape == want.shape == (len(x) // 200 + 1, 80) and got.dtype == np.float32
+    assert np.abs(got - want).max() < 1e-4
+
+
 def test_frames_per_video_frame():
     assert num_frames(16000, 25) == 25 and num_frames(16001, 25) == 26
     f = MelExtractor()(_tone(2.0), 25)

@@ -143,12 +143,13 @@ def test_extractor_numpy_equals_torch(speech_path, encoders):
     assert np.abs(via_numpy - via_torch).max() < 1e-4 * scale
 
 
-def test_whisper_features_never_import_torch(speech_path):
+def test_whisper_and_mel_features_never_import_torch(speech_path):
     code = ("import sys; from talkinghead.audio.features import get_extractor; "
             "from talkinghead.io.audio import read_audio; "
             f"clip = read_audio({str(speech_path)!r}); ex = get_extractor('whisper'); "
             "values = ex(clip, 25).values; chunks = list(ex.chunks(clip, 25)); "
             "assert values.shape == (100, 512) and sum(map(len, chunks)) == 100; "
+            "assert get_extractor('mel')(clip, 25).values.shape == (100, 320); "
             "print(*sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})

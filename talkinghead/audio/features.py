@@ -5,8 +5,11 @@
   mel bands 55-7600 Hz, dB scaled and normalised to [-4, 4]. Each video frame gets the 4 mel
   frames that cover it (interpolated), so the per-frame vector is 320 wide.
 * `whisper`: the pretrained Whisper-base encoder (50 Hz), two frames averaged per video frame;
-  its log-mel and encoder run in numpy (`audio/whisper_numpy.py`), so they never import torch.
+  its log-mel and encoder run in numpy (`audio/whisper_numpy.py`).
 * `wav2vec2` / `hubert`: a user's local checkpoint (the papers' choice; none ship offline here).
+
+`mel` and `whisper` never import torch (1.2-1.3 CPU s, half of `generate`'s path to its first
+frame); only the user checkpoints' extractor does.
 
 Every extractor encodes long audio in overlapping windows (never all at once), so memory is
 bounded by the window, and stitches the windows by keeping each one's centre.
@@ -77,35 +80,37 @@ def _filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
     return np.ascontiguousarray(_mel_filters(n_fft, n_mels, fmin, fmax).T)
 
 
-def wav2lip_mel(samples: np.ndarray) -> np.ndarray:
-    """(F, 80) normalised log-mel at 80 Hz (Wav2Lip's hparams)."""
-    import torch
-
-    x = np.asarray(samples, np.float32)
-    x = np.append(x[:1], x[1:] - 0.97 * x[:-1])  # pre-emphasis
-    spec = torch.stft(torch.from_numpy(x), 800, 200, 800, torch.hann_window(800),
-                      center=True, return_complex=True).abs()          # (401, F)
-    mel = torch.from_numpy(_filters(800, 80, 55.0, 7600.0)) @ spec       # (80, F)
-    db = 20 * torch.log10(torch.clamp(mel, min=1e-5)) - 20.0              # ref_level_db 20
-    norm = torch.clamp(8.0 * (db + 100.0) / 100.0 - 4.0, -4.0, 4.0)       # min_level_db -100
-    return norm.T.numpy().astype(np.float32)
-
-
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
 def _hann(n: int) -> np.ndarray:
     """Periodic Hann window (torch.hann_window's default), float32."""
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+
+
+def _power_spectrum(samples: np.ndarray, n_fft: int, hop: int, frames: int) -> np.ndarray:
+    """(frames, n_fft/2 + 1) float32 |STFT|^2 as torch.stft(center=True) frames it: the signal
+    reflect-padded by n_fft/2 on each side, periodic Hann window, frame k starting at k hop."""
+    x = np.pad(np.asarray(samples, np.float32), n_fft // 2, mode="reflect")
+    windows = np.lib.stride_tricks.as_strided(x, (frames, n_fft), (hop * x.strides[0], x.strides[0]))
+    spec = np.fft.rfft(windows * _hann(n_fft), axis=1)                   # (F, n_fft/2 + 1) complex64
+    return spec.real ** 2 + spec.imag ** 2
+
+
+def wav2lip_mel(samples: np.ndarray) -> np.ndarray:
+    """(F, 80) normalised log-mel at 80 Hz (Wav2Lip's hparams), F = len // 200 + 1."""
+    x = np.asarray(samples, np.float32)
+    x = np.append(x[:1], x[1:] - np.float32(0.97) * x[:-1])              # pre-emphasis
+    magnitude = np.sqrt(_power_spectrum(x, 800, 200, len(x) // 200 + 1))  # (F, 401)
+    mel = _filters(800, 80, 55.0, 7600.0) @ magnitude.T                   # (80, F)
+    db = np.float32(20) * np.log10(np.maximum(mel, np.float32(1e-5))) - np.float32(20)  # ref 20 dB
+    norm = np.clip(np.float32(0.08) * (db + np.float32(100)) - np.float32(4), -4, 4)  # min -100 dB
+    return np.ascontiguousarray(norm.T, np.float32)
 
 
 def whisper_mel(samples: np.ndarray) -> np.ndarray:
     """(80, F) float32 Whisper log-mel at 100 Hz, F = len // 160: |STFT|^2 (n_fft 400, hop 160,
     periodic Hann, centred frames with reflect padding; the last frame dropped, as Whisper does),
     80 Slaney mel bands, log10 floored 8 below the peak, scaled to about [-1, 1]."""
-    x = np.pad(np.asarray(samples, np.float32), 200, mode="reflect")
-    n = (len(x) - 400) // 160                                            # frames, the last dropped
-    frames = np.lib.stride_tricks.as_strided(x, (n, 400), (160 * x.strides[0], x.strides[0]))
-    spec = np.fft.rfft(frames * _hann(400), axis=1)                     # (F, 201) complex64
-    power = spec.real ** 2 + spec.imag ** 2
+    power = _power_spectrum(samples, 400, 160, len(samples) // 160)      # (F, 201)
     log = np.log10(np.maximum(_filters(400, 80, 0.0, 8000.0) @ power.T, np.float32(1e-10)))  # (80, F)
     log = np.maximum(log, log.max() - np.float32(8.0))
     return (log + np.float32(4.0)) / np.float32(4.0)
