@@ -5,7 +5,7 @@ the load average:
 - the encoder alone on the bundled sample's first window (4 s: 200 encoder frames), first call
   and warm (median of passes, numpy and torch interleaved);
 - the whole `WhisperExtractor` on 30 s of speech (the sample repeated; 8 s windows with 1 s of
-  context), warm, per second of audio;
+  context), warm, per second of audio; and on a 2 s clip (live's short hops);
 - loading each encoder from the cached safetensors;
 - fresh processes (alternated): import + load + the sample's features, the numpy path vs the
   torch path (`WhisperExtractor(load_encoder())`), process CPU from `resource`, and whether
@@ -93,6 +93,10 @@ def in_process(passes: int) -> dict:
         window["torch"].append(_cpu(torch_window))
         for name in ("numpy", "torch"):
             whole[name].append(_cpu(lambda: ex[name](speech, 25.0)) / 30.0)
+    short = {"numpy": [], "torch": []}                   # live's hops: a short clip at a time
+    for _ in range(passes):
+        for name in ("numpy", "torch"):
+            short[name].append(_cpu(lambda: ex[name].frames(clip.mono()[:32000], 25.0, 50)))
     med = {k: {n: statistics.median(v[n]) for n in v} for k, v in (("window", window), ("whole", whole))}
     return {"load_cpu_s": {"numpy": round(load_n, 3), "torch": round(load_t, 3)},
             "sample_window_first_call_cpu_s": {k: round(v, 3) for k, v in first.items()},
@@ -100,6 +104,7 @@ def in_process(passes: int) -> dict:
             "sample_window_passes": {n: [round(x, 3) for x in v] for n, v in window.items()},
             "extractor_30s_cpu_s_per_s": {n: round(v, 4) for n, v in med["whole"].items()},
             "extractor_30s_passes": {n: [round(x, 4) for x in v] for n, v in whole.items()},
+            "extractor_2s_clip_cpu_s": {n: round(statistics.median(v), 4) for n, v in short.items()},
             "ratio_numpy_over_torch_30s": round(med["whole"]["numpy"] / med["whole"]["torch"], 3),
             "ratio_numpy_over_torch_window": round(med["window"]["numpy"] / med["window"]["torch"], 3)}
 
