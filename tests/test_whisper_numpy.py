@@ -97,7 +97,8 @@ def test_numpy_name_map_writes_the_torch_file(tmp_path):
         var[p + name + "/gamma"], var[p + name + "/beta"] = np.ones(4), np.zeros(4)
     var = {k: np.asarray(v, np.float32) for k, v in var.items()}
     names = ctranslate2_names(var)
-    assert np.array_equal(names["layers.0.self_attn.k_proj.weight"], var[p + "self_attention/linear_0/weight"][4:8])
+    qkv = var[p + "self_attention/linear_0/weight"]
+    assert np.array_equal(names["layers.0.self_attn.k_proj.weight"], qkv[4:8])
     assert "layers.0.self_attn.k_proj.bias" not in names
     save_numpy(names, str(tmp_path / "numpy.safetensors"))
     save_torch(ctranslate2_to_hf(var), str(tmp_path / "torch.safetensors"))
@@ -123,7 +124,8 @@ def test_real_encoder_equals_torch_on_speech(speech, encoders):
     got = numpy_encoder(mel)
     with torch.inference_mode():
         want = encode_window(torch_encoder, torch.from_numpy(mel)[None])[0].numpy()
-        exact = encode_window(copy.deepcopy(torch_encoder).double(), torch.from_numpy(mel).double()[None])[0].numpy()
+        reference = copy.deepcopy(torch_encoder).double()
+        exact = encode_window(reference, torch.from_numpy(mel).double()[None])[0].numpy()
     scale = np.abs(exact).max()
     diff, err_numpy, err_torch = (np.abs(a - b).max() for a, b in ((got, want), (got, exact), (want, exact)))
     print(f"Whisper-base, sample window: max |numpy - torch| {diff:.2e} ({diff / scale:.1e} of max "

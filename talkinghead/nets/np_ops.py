@@ -107,7 +107,7 @@ def gelu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         np.subtract(half, e_, out=e_)
         e_ *= a_
         np.multiply(xs, half, out=ys)
-        ys += e_                                                # x / 2 + |x| (1/2 - q) (np.maximum is 4x slower)
+        ys += e_                                # x / 2 + |x| (1/2 - q): np.maximum is 4x slower
     return y
 
 
