@@ -378,14 +378,15 @@ def test_models_loaded_without_random_init_are_identical():
     loads overwrite) gives the same models, and other threads keep the real fillers."""
     import torch
 
-    from talkinghead.audio.features import get_extractor
-    from talkinghead.motion.generate import get_motion_model
+    from talkinghead.audio.whisper import load_encoder
+    from talkinghead.motion.generate import FD2TalkMotion
     from talkinghead.pipelines.generate import skip_init
 
     def tensors(m):
         return {**dict(m.named_parameters()), **dict(m.named_buffers())}
 
-    ref_model, ref_enc = get_motion_model("fd2talk"), get_extractor("whisper").model
+    # the torch models (the default ones are numpy: nothing to skip there, and no torch import)
+    ref_model, ref_enc = FD2TalkMotion(backend="torch"), load_encoder()
     other = []
 
     def elsewhere():
@@ -393,7 +394,7 @@ def test_models_loaded_without_random_init_are_identical():
         other.append(torch.nn.Linear(4, 4).weight.detach().clone())
 
     with skip_init():
-        model, enc = get_motion_model("fd2talk"), get_extractor("whisper").model
+        model, enc = FD2TalkMotion(backend="torch"), load_encoder()
         t = threading.Thread(target=elsewhere)
         t.start()
         t.join()
