@@ -171,3 +171,16 @@ def test_mapped_weights_equal_safetensors_load(tmp_path):
     save_file(other, str(tmp_path / "half.safetensors"))                  # not all float32: load_file
     back = map_safetensors(tmp_path / "half.safetensors")
     assert back["a"].dtype == np.float16 and np.array_equal(back["a"], other["a"])
+
+
+def test_a_truncated_weight_file_is_a_clear_error(tmp_path):
+    from talkinghead.audio.whisper_numpy import cached_weights, map_safetensors
+
+    broken = tmp_path / "cut.safetensors"
+    with open(cached_weights(), "rb") as f:
+        broken.write_bytes(f.read(20000))                                  # the header and a little
+    with pytest.raises(TalkingHeadError, match="delete it"):
+        map_safetensors(broken)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x05\0\0\0\0\0\0\0{junk")
+    with pytest.raises(TalkingHeadError, match="not a readable safetensors"):
+        map_safetensors(tmp_path / "junk.safetensors")

@@ -76,14 +76,18 @@ def _mel_filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarra
 
 @lru_cache(maxsize=4)
 def _filters(n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """(n_mels, n_fft/2 + 1) contiguous, as the spectra are multiplied."""
-    return np.ascontiguousarray(_mel_filters(n_fft, n_mels, fmin, fmax).T)
+    """(n_mels, n_fft/2 + 1) contiguous, as the spectra are multiplied (shared: read-only)."""
+    filters = np.ascontiguousarray(_mel_filters(n_fft, n_mels, fmin, fmax).T)
+    filters.flags.writeable = False
+    return filters
 
 
 @lru_cache(maxsize=2)
 def _hann(n: int) -> np.ndarray:
-    """Periodic Hann window (torch.hann_window's default), float32."""
-    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+    """Periodic Hann window (torch.hann_window's default), float32 (shared: read-only)."""
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+    window.flags.writeable = False
+    return window
 
 
 def _power_spectrum(samples: np.ndarray, n_fft: int, hop: int, frames: int) -> np.ndarray:

@@ -285,24 +285,27 @@ def map_safetensors(path: str | Path) -> dict[str, np.ndarray]:
     """A float32 safetensors file's tensors as read-only views of its memory map: no copy, pages
     read as the products touch them (safetensors.numpy.load_file reads and copies all 82 MB of
     Whisper-base first: 0.07-0.09 CPU s, where the map and the encoder's set-up take 0.03).
-    Files with other dtypes go through load_file."""
+    Files with other dtypes go through load_file. A truncated or garbled file raises
+    TalkingHeadError."""
     import json
     import mmap
 
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        header.pop("__metadata__", None)
-        if any(info["dtype"] != "F32" for info in header.values()):
-            from safetensors.numpy import load_file
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(n))
+            header.pop("__metadata__", None)
+            if any(info["dtype"] != "F32" for info in header.values()):
+                from safetensors.numpy import load_file
 
-            return load_file(str(path))
-        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    out = {}
-    for name, info in header.items():
-        lo, hi = info["data_offsets"]
-        out[name] = np.frombuffer(data, np.float32, (hi - lo) // 4, 8 + n + lo).reshape(info["shape"])
-    return out
+                return load_file(str(path))
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return {name: np.frombuffer(data, np.float32, (info["data_offsets"][1] - info["data_offsets"][0]) // 4,
+                                    8 + n + info["data_offsets"][0]).reshape(info["shape"])
+                for name, info in header.items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as e:
+        raise TalkingHeadError(f"{path}: not a readable safetensors file ({e}); delete it and it "
+                               "is rebuilt from the weight packages") from e
 
 
 def load_numpy_encoder(path: str | Path | None = None) -> NumpyAudioEncoder:
