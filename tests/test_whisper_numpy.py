@@ -184,3 +184,17 @@ def test_a_truncated_weight_file_is_a_clear_error(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x05\0\0\0\0\0\0\0{junk")
     with pytest.raises(TalkingHeadError, match="not a readable safetensors"):
         map_safetensors(tmp_path / "junk.safetensors")
+
+
+def test_the_cache_is_built_from_the_packages_without_torch(tmp_path):
+    """`cached_weights()` in a fresh cache folder: parsed from the CTranslate2 packages and
+    written with safetensors.numpy, torch never imported; the same bytes as the cache in use."""
+    from talkinghead.audio.whisper_numpy import cached_weights
+
+    code = ("import sys; from talkinghead.audio.whisper_numpy import cached_weights; "
+            "print(cached_weights(), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TALKINGHEAD_CACHE": str(tmp_path), "OPENBLAS_NUM_THREADS": "1"})
+    path, torch_loaded = out.stdout.split()
+    assert path == str(tmp_path / "whisper-base-encoder.safetensors") and torch_loaded == "False"
+    assert (tmp_path / "whisper-base-encoder.safetensors").read_bytes() == cached_weights().read_bytes()
