@@ -126,6 +126,7 @@ V._Producer.__iter__ = _first
 def _peak():  # VmHWM: this process's own peak (ru_maxrss keeps the forking parent's size)
     hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
     print("PEAK_RSS_MIB", int(hwm.split()[1]) / 1024, flush=True)
+    print("TORCH_IMPORTED", int("torch" in sys.modules), flush=True)  # the default path: 0
 atexit.register(_peak)
 sys.argv = ["talkinghead", *sys.argv[2:]]
 from talkinghead.cli import main
@@ -156,7 +157,8 @@ def process_run(image: Path, audio: Path, out: Path, d: Path, faces: str) -> dic
     cpu = ru1.ru_utime + ru1.ru_stime - ru.ru_utime - ru.ru_stime
     if p.returncode:
         raise RuntimeError(p.stderr[-2000:])
-    vals = dict(line.split()[:2] for line in p.stdout.splitlines() if line.startswith(("FIRST", "PEAK")))
+    vals = dict(line.split()[:2] for line in p.stdout.splitlines()
+                if line.startswith(("FIRST", "PEAK", "TORCH")))
     from talkinghead.io.video import video_info
 
     info = video_info(out)
@@ -170,6 +172,7 @@ def process_run(image: Path, audio: Path, out: Path, d: Path, faces: str) -> dic
     return {"video_seconds": seconds, "wall_s": wall, "s_per_s": wall / seconds,
             "first_frame_s": float(vals["FIRST_FRAME"]), "first_frame_cpu_s": float(vals["FIRST_FRAME_CPU"]),
             "cpu_s": cpu, "cpu_s_per_s": cpu / seconds, "peak_rss_mib": float(vals["PEAK_RSS_MIB"]),
+            "torch_imported": vals["TORCH_IMPORTED"] == "1",
             "reencode_process_s": floor, "reencode_process_s_per_s": floor / seconds,
             "ratio_to_reencode_process": wall / floor, "reencode_process_cpu_s": floor_cpu,
             "cpu_ratio_to_reencode_process": cpu / floor_cpu}
@@ -252,6 +255,7 @@ def report(r: dict) -> None:
               f"({v.get('first_frame_cpu_s', float('nan')):.2f} CPU s"
               + (f"; median of {', '.join(f'{x:.2f}' for x in v['first_frame_runs_s'])} s"
                  if "first_frame_runs_s" in v else "") + f"); peak RSS {v['peak_rss_mib']:.0f} MiB; "
+              + {True: "torch imported; ", False: "no torch; "}.get(v.get("torch_imported"), "") +
               f"decode+re-encode process {v['reencode_process_s']:.2f} s (ratio {v['ratio_to_reencode_process']:.2f}"
               + (f"; CPU {v['reencode_process_cpu_s']:.2f} s, ratio {v['cpu_ratio_to_reencode_process']:.2f})"
                  if "reencode_process_cpu_s" in v else ")"))
