@@ -1,8 +1,8 @@
 """Issue #12's start-up changes (pipeline half) keep their promises: the CLI's first heavy import
 pauses the garbage collector, leaves it on afterwards with the pipelines' objects frozen, and a
 second one changes nothing; models prefetched in the background are the ones the call uses, and a
-failed prefetch surfaces at the next load; OpenCV runs on one thread during generate's call;
-a default `generate` process never imports torch."""
+failed prefetch surfaces at the next load; OpenCV runs on one thread during generate's call and
+a live session's pushes; a default `generate` process never imports torch."""
 
 from __future__ import annotations
 
@@ -117,3 +117,17 @@ def test_cv2_threads_sets_one_thread_and_restores_the_pool():
     assert cv2.getNumThreads() == before
     assert np.array_equal(single, pooled)
 
+
+
+def test_a_live_session_runs_opencv_on_one_thread_and_gives_the_pool_back():
+    """`single_threaded` (around a live session's pushes) also holds OpenCV to one thread, whose
+    pool's worker spun between the renderer's calls, and restores every count after."""
+    import cv2
+    import torch
+
+    from talkinghead.pipelines.stream import single_threaded
+
+    before = cv2.getNumThreads(), torch.get_num_threads()
+    with single_threaded():
+        assert (cv2.getNumThreads(), torch.get_num_threads()) == (1, 1)
+    assert (cv2.getNumThreads(), torch.get_num_threads()) == before

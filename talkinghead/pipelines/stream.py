@@ -463,17 +463,22 @@ class StreamPipeline:
 
 @contextmanager
 def single_threaded():
-    """One torch and one BLAS thread while it lasts (process-wide); wrap a session's pushes in
-    it. A hop is many small operations: on 2 cores, and above all on a loaded machine, thread
-    hand-offs cost more than they save (measured: 2 s of debug-model streaming took 67 s with
-    torch's default threads at load 21, 2.6 s with one)."""
+    """One torch, one BLAS and one OpenCV thread while it lasts (process-wide); wrap a session's
+    pushes in it. A hop is many small operations: on 2 cores, and above all on a loaded machine,
+    thread hand-offs cost more than they save (measured: 2 s of debug-model streaming took 67 s
+    with torch's default threads at load 21, 2.6 s with one). OpenCV's pool worker spins between
+    the renderer's calls (pipelines.drive.cv2_threads): a session's pushes on 3 s of the sample
+    speech, 11 interleaved process pairs at load 1.0-2.1, medians 6.34 -> 5.97 and 5.89 -> 5.12
+    CPU s (lower in 8 of 11), wall 6.06 -> 5.98 and 5.76 -> 5.14 s (6 of 11); the same frames."""
     import torch
     from threadpoolctl import threadpool_limits
+
+    from talkinghead.pipelines.drive import cv2_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(1):
+        with threadpool_limits(1), cv2_threads(1):
             yield
     finally:
         torch.set_num_threads(before)
