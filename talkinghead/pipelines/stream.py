@@ -46,7 +46,8 @@ from talkinghead.data.visemes import MOUTH_CHANNELS
 from talkinghead.errors import InputError
 from talkinghead.motion.filters import gate_mouth, speech_gate, still
 from talkinghead.motion.generate import MotionControls, to_motion
-from talkinghead.motion.streaming import AliveCalibration, StreamingFD2Talk, StreamWindow, fit_alive
+from talkinghead.motion.streaming import (AliveCalibration, StreamingFD2Talk, StreamWindow, fit_alive,
+                                          sample_offline, weights_digest)
 from talkinghead.render.geometric import RenderConfig
 from talkinghead.types import BS, Motion
 
@@ -255,18 +256,12 @@ def calibrate_alive(config: StreamConfig, controls: MotionControls, expression, 
     offline (8 x as many seeds) on `offline_features` under the user's blink-rate condition; streamed on `hops`
     under each of `config.alive_conditions` (one batch, so it costs about one stream). The
     returned condition makes the stream blink at the offline rate; the gain gives its head pose
-    the offline variance (`fit_alive`)."""
-    import torch
-
+    the offline variance (`fit_alive`). Numpy or torch models (`motion/streaming.py`)."""
     seeds, fps = list(range(config.alive_seeds)), config.fps
-    a = torch.from_numpy(np.asarray(offline_features, np.float32))[None]               # (1, T, A)
     b = 8 * len(seeds)               # offline samples the whole clip in one pass: more seeds, cheap
-    g = torch.Generator().manual_seed(0)
-    user = None if controls.blink_rate is None else torch.full((b,), float(controls.blink_rate))
-    style = None if controls.pose_style is None else torch.full((b,), controls.pose_style)
     steps = MotionControls().steps                                    # offline `generate`'s default
-    ex = expression.sample(a.expand(b, -1, -1), steps, g, blink_rate=user, sampler=controls.sampler).numpy()
-    po = pose.sample(a.expand(b, -1, -1), steps, g, style=style, sampler=controls.sampler).numpy()
+    ex, po = sample_offline(expression, pose, offline_features, b, steps, controls.sampler,
+                            controls.blink_rate, controls.pose_style)
     off = [_liveliness(ex[i], po[i], fps) for i in range(b)]
     conds = list(config.alive_conditions)
     model = StreamingFD2Talk(expression, pose, config.window, [s for _ in conds for s in seeds],
@@ -339,7 +334,8 @@ def alive_cache_path(config: StreamConfig, key: tuple, expression, pose, extract
     """Where `calibrate_alive`'s result for these models, settings and controls is kept: the
     cache folder, under a hash of the models' weights, the stream's settings and the controls
     (None when the cache is off: `TALKINGHEAD_ALIVE_CACHE=off`). The calibration costs about
-    47 CPU s with the shipped models; a second `live` start with the same models reads it."""
+    47 CPU s with the shipped models; a second `live` start with the same models reads it.
+    Numpy and torch models hash apart (`weights_digest`): their calibrations differ by ~1e-6."""
     import hashlib
     import os
 
@@ -349,9 +345,7 @@ def alive_cache_path(config: StreamConfig, key: tuple, expression, pose, extract
         return None
     h = hashlib.sha256(repr((config, key, type(extractor).__name__)).encode())
     for model in (expression, pose):
-        for name, tensor in sorted(model.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        weights_digest(model, h)
     return cache_dir() / "live_alive" / f"{h.hexdigest()[:24]}.json"
 
 
@@ -390,14 +384,17 @@ class StreamPipeline:
 
     def __init__(self, config: StreamConfig = StreamConfig(), expression=None, pose=None,
                  extractor=None) -> None:
-        from talkinghead.motion.registry import load_checkpoint, shipped
+        from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
+        from talkinghead.motion.registry import shipped
         from talkinghead.render.geometric import GeometricRenderer
 
         self.config = config
         self.renderer = GeometricRenderer(config.render)
-        # loaded once, shared by every session (each session keeps its own state)
-        self.expression = expression if expression is not None else load_checkpoint(shipped("fd2talk_expression"))
-        self.pose = pose if pose is not None else load_checkpoint(shipped("fd2talk_pose"))
+        # loaded once, shared by every session (each session keeps its own state); numpy models
+        # unless torch ones are given (`motion/streaming.py`)
+        load = NumpyMotionDiT.from_checkpoint
+        self.expression = expression if expression is not None else load(shipped("fd2talk_expression"))
+        self.pose = pose if pose is not None else load(shipped("fd2talk_pose"))
         self._extractor = extractor
         self._alive: dict[tuple, AliveCalibration] = {}
 
@@ -470,18 +467,22 @@ def single_threaded():
     the renderer's calls (pipelines.drive.cv2_threads): a session's pushes on 3 s of the sample
     speech, 11 interleaved process pairs at load 1.0-2.1, medians 6.34 -> 5.97 and 5.89 -> 5.12
     CPU s (lower in 8 of 11), wall 6.06 -> 5.98 and 5.76 -> 5.14 s (6 of 11); the same frames."""
-    import torch
+    import sys
+
     from threadpoolctl import threadpool_limits
 
     from talkinghead.pipelines.drive import cv2_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")     # torch's threads where it is loaded (numpy models: never)
+    before = torch.get_num_threads() if torch else 0
+    if torch:
+        torch.set_num_threads(1)
     try:
         with threadpool_limits(1), cv2_threads(1):
             yield
     finally:
-        torch.set_num_threads(before)
+        if torch:
+            torch.set_num_threads(before)
 
 
 def chunked(samples: np.ndarray, chunk_s: float = 0.02) -> Iterator[np.ndarray]:
