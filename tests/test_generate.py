@@ -156,7 +156,10 @@ def test_lip_sync_and_liveliness_on_real_speech_judged_on_the_output_video(pipe,
     assert ls.bilabials >= 1 and ls.bilabial_hit_rate >= 0.8
     assert ls.pauses >= 10 and ls.pause_closed_rate >= 0.8
     assert 0.15 <= st.blinks_per_second <= 0.6
-    assert all(100 <= d <= 400 for d in st.blink_durations_ms)
+    # human blinks last 100-400 ms; counted in whole 40 ms frames above the detector's threshold,
+    # a 100 ms blink reads as 2 or 3 frames (one at 80 ms since the numpy ports moved a borderline
+    # frame: 1e-6 in the motion, 1 level in 1.5e-4 of the pixels)
+    assert all(80 <= d <= 400 for d in st.blink_durations_ms)
     assert 1.5 <= st.pose_std_deg <= 8
 
 
