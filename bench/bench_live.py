@@ -10,7 +10,18 @@
    written to a video, vs offline `generate` with the same portrait crop; both judged on the
    output video by the face model (lip-sync r against the pocketsphinx viseme track, blinks/s,
    head-pose std; `evaluation/generated.py`).
-Results: bench/results/live.json. Timings depend on the machine's load: `uptime` is printed.
+3. `--first-frame N` (#12): `talkinghead live --image the sample --input FILE` in N fresh
+   processes, up to the point where it would serve; then its first frame: a session gets the
+   first hop's audio (hop + look-ahead frames) and renders. Process CPU and wall from the
+   process's start (before the interpreter) to that frame, with the stages; whether torch was
+   imported. With `--old-tree DIR` (a `git archive` of an earlier commit) its processes
+   alternate with this tree's. The liveliness calibration is read from its cache (each tree's
+   first process, not counted, fills it).
+4. `--motion-hops N` (#12): the streaming motion's CPU per hop, numpy models vs torch ones,
+   warm, N alternated rounds over the sample speech's hops (shipped models, `--steps`).
+Run 3 and 4 with OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 (live's worker threads are
+single-threaded). Results: bench/results/live.json (3 and 4: live_numpy.json). Timings depend
+on the machine's load: `uptime` is printed.
 """
 
 from __future__ import annotations
@@ -180,6 +191,135 @@ def report(r: dict) -> None:
           f"stages: features {st['features_cpu']:.3f}, motion {st['motion_cpu']:.3f}, render {st['render_cpu']:.3f}")
 
 
+FIRST_FRAME = r"""
+import json, sys, time
+import uvicorn
+
+out = {}
+
+
+def first_frame(app, **kw):
+    import numpy as np
+
+    from talkinghead.io.audio import read_audio
+    from talkinghead.pipelines.stream import single_threaded
+
+    out["ready"] = time.perf_counter(), time.process_time()
+    service = captured[0]
+    cfg = service.pipeline.config
+    n = (cfg.window.hop + cfg.window.lookahead) * cfg.frame_samples
+    x = read_audio(sys.argv[2]).mono()[:n]
+    session = service.pipeline.session(service.state, service.settings.controls)
+    with single_threaded():
+        frames = session.push(x)
+    assert frames and frames[0].index == 0
+    out["first_frame"] = time.perf_counter(), time.process_time()
+
+
+uvicorn.run = first_frame
+import talkinghead.serve.live as live
+
+captured, make_app = [], live.create_live_app
+live.create_live_app = lambda service: (captured.append(service), make_app(service))[1]
+from talkinghead.cli import main
+
+main(["live", "--image", sys.argv[1], "--input", sys.argv[2]])
+print(json.dumps({**out, "torch": "torch" in sys.modules, "package": live.__file__}))
+"""
+
+
+def _first_frame_run(tree: Path) -> dict:
+    """One fresh `talkinghead live` process of `tree` up to its first frame."""
+    import subprocess
+
+    speech = ROOT / "talkinghead" / "assets" / "sample" / "speech.wav"
+    env = {**os.environ, "PYTHONPATH": str(tree), "GLOG_minloglevel": "2"}
+    t0 = time.perf_counter()        # CLOCK_MONOTONIC: the child's perf_counter shares its origin
+    res = subprocess.run([sys.executable, "-c", FIRST_FRAME, str(PORTRAIT), str(speech)], cwd=tree, env=env,
+                         capture_output=True, text=True, check=True)
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert Path(r["package"]).resolve().is_relative_to(tree.resolve()), r["package"]
+    return {"first_frame_wall_s": r["first_frame"][0] - t0, "first_frame_cpu_s": r["first_frame"][1],
+            "ready_wall_s": r["ready"][0] - t0, "ready_cpu_s": r["ready"][1], "torch_imported": r["torch"]}
+
+
+def first_frame(runs: int, old_tree: str | None) -> dict:
+    """Fresh processes to the first live frame, this tree and `old_tree` alternated."""
+    import statistics
+
+    trees = {"new": ROOT} | ({"old": Path(old_tree)} if old_tree else {})
+    for tree in trees.values():                                    # fills the calibration cache
+        _first_frame_run(tree)
+    rows: dict[str, list] = {k: [] for k in trees}
+    for i in range(runs):
+        for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
+            r = {**_first_frame_run(trees[name]), "load": load()}
+            rows[name].append(r)
+            print(f"  {name}: first frame {r['first_frame_cpu_s']:.2f} CPU s, {r['first_frame_wall_s']:.2f} s "
+                  f"wall (ready {r['ready_cpu_s']:.2f} / {r['ready_wall_s']:.2f}), torch {r['torch_imported']}, "
+                  f"load {r['load']}", flush=True)
+    out = {}
+    for name, rs in rows.items():
+        out[name] = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k.endswith("_s")}
+        out[name].update(torch_imported=any(r["torch_imported"] for r in rs), runs=rs)
+    return out
+
+
+def motion_hops(rounds: int, steps: int) -> dict:
+    """Warm CPU per hop of the streaming motion, numpy vs torch models (shipped), alternated."""
+    import statistics
+
+    from talkinghead.audio.features import get_extractor
+    from talkinghead.io.audio import read_audio
+    from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
+    from talkinghead.motion.registry import load_checkpoint, shipped
+    from talkinghead.motion.streaming import StreamingFD2Talk, StreamWindow
+    from talkinghead.pipelines.stream import hops_from_features, single_threaded
+
+    x = read_audio(ROOT / "talkinghead" / "assets" / "sample" / "speech.wav").mono()
+    feats = get_extractor("whisper").frames(x, 25.0, len(x) // 640)
+    names = ("fd2talk_expression", "fd2talk_pose")
+    models = {"numpy": [NumpyMotionDiT.from_checkpoint(shipped(n)) for n in names],
+              "torch": [load_checkpoint(shipped(n)) for n in names]}
+    hops = hops_from_features(feats, StreamWindow())
+    ms: dict[str, list] = {k: [] for k in models}
+    out: dict[str, list] = {}
+    with single_threaded():
+        for i in range(rounds + 1):                                 # round 0 warms up
+            for name in (("numpy", "torch") if i % 2 == 0 else ("torch", "numpy")):
+                m = StreamingFD2Talk(*models[name], StreamWindow(), seed=0, steps=steps)
+                c = time.process_time()
+                parts = [m.step(h.features, h.first, h.emit) for h in hops]
+                if i:
+                    ms[name].append((time.process_time() - c) / len(hops) * 1e3)
+                out[name] = parts
+    diff = [float(max(np.abs(a[j] - b[j]).max() for a, b in zip(out["numpy"], out["torch"]))) for j in (0, 1)]
+    res = {f"{k}_ms_per_hop": statistics.median(v) for k, v in ms.items()}
+    res.update(ratio=res["numpy_ms_per_hop"] / res["torch_ms_per_hop"], hops=len(hops), steps=steps,
+               rounds={k: v for k, v in ms.items()}, max_diff_expression=diff[0], max_diff_pose_deg=diff[1],
+               load=load())
+    print(f"motion per hop (warm, {len(hops)} hops, {steps} steps, {rounds} rounds, load {res['load']}): numpy "
+          f"{res['numpy_ms_per_hop']:.1f} ms vs torch {res['torch_ms_per_hop']:.1f} ms CPU (ratio "
+          f"{res['ratio']:.2f}); max difference {diff[0]:.1e} expression, {diff[1]:.1e} deg pose", flush=True)
+    return res
+
+
+def numpy_figures(a: argparse.Namespace) -> None:
+    """Modes 3 and 4: bench/results/live_numpy.json (merged with what it holds)."""
+    path = ROOT / "bench" / "results" / "live_numpy.json"
+    res = json.loads(path.read_text()) if path.exists() else {}
+    res["threads"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    if a.motion_hops:
+        res["motion_per_hop"] = motion_hops(a.motion_hops, a.steps)
+    if a.first_frame:
+        res["first_frame"] = first_frame(a.first_frame, a.old_tree)
+        for name, r in res["first_frame"].items():
+            print(f"first live frame, {name} tree, median of {a.first_frame}: {r['first_frame_cpu_s']:.2f} CPU s, "
+                  f"{r['first_frame_wall_s']:.2f} s wall; torch imported: {r['torch_imported']}")
+    path.write_text(json.dumps(res, indent=1, default=float))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="length of the live run")
@@ -196,8 +336,14 @@ def main() -> None:
     ap.add_argument("--no-alive", action="store_true",
                     help="quality: the streamed runs without the liveliness calibration (calibrate_alive)")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "live.json"))
+    ap.add_argument("--first-frame", type=int, default=0, help="fresh processes to the first live frame")
+    ap.add_argument("--old-tree", help="--first-frame: an older tree (git archive) to alternate with")
+    ap.add_argument("--motion-hops", type=int, default=0, help="rounds of warm per-hop motion, numpy vs torch")
     a = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
+    if a.first_frame or a.motion_hops:
+        numpy_figures(a)
+        return
     res = {"cpus": os.cpu_count()}
     if not a.skip_quality:
         res["quality"] = quality(a.size, [int(s) for s in a.quality_steps.split(",")], a.hop, a.lookahead,

@@ -9,9 +9,10 @@ import torch
 from talkinghead.motion.generate import MotionControls
 
 
-def debug_models(seed: int = 0, audio_dim: int = 320):
+def debug_models(seed: int = 0, audio_dim: int = 320, backend: str = "torch"):
     """FD2Talk's two DiTs, debug size (2 layers, 16 wide), every weight random (adaLN-Zero's
-    zero gates too, so self-attention carries information along time)."""
+    zero gates too, so self-attention carries information along time); torch modules or the
+    same weights as `NumpyMotionDiT`s (live's default)."""
     from talkinghead.motion.fd2talk import DiTConfig, MotionDiT
 
     torch.manual_seed(seed)
@@ -21,7 +22,13 @@ def debug_models(seed: int = 0, audio_dim: int = 320):
         for p in model.parameters():
             torch.nn.init.normal_(p, std=0.3)
         model.eval()
-    return expr, pose
+    return (numpy_model(expr), numpy_model(pose)) if backend == "numpy" else (expr, pose)
+
+
+def numpy_model(model):
+    from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
+
+    return NumpyMotionDiT(model.config, {k: v.numpy() for k, v in model.state_dict().items()})
 
 
 def speech(seconds: float) -> np.ndarray:
@@ -31,7 +38,7 @@ def speech(seconds: float) -> np.ndarray:
     return read_audio(SAMPLE_DIR / "speech.wav").mono()[: int(seconds * 16000)]
 
 
-def stream_motion(samples, chunk_s=0.02, config=None, steps=2, streams=None):
+def stream_motion(samples, chunk_s=0.02, config=None, steps=2, streams=None, backend="numpy"):
     from talkinghead.audio.features import MelExtractor
     from talkinghead.motion.streaming import StreamWindow
     from talkinghead.pipelines.stream import StreamConfig, chunked, fd2talk_stream
@@ -39,7 +46,7 @@ def stream_motion(samples, chunk_s=0.02, config=None, steps=2, streams=None):
     from talkinghead.types import Motion
 
     config = config or StreamConfig(window=StreamWindow(context=8, hop=2, lookahead=3))
-    expr, pose = debug_models()
+    expr, pose = debug_models(backend=backend)
     stream = fd2talk_stream(config, MotionControls(seed=3, steps=steps), expr, pose, MelExtractor())
     if streams is not None:
         streams.append(stream)
@@ -82,21 +89,134 @@ def test_a_change_in_the_audio_moves_only_frames_within_the_lookahead():
     assert changed[0] <= t                                        # ... and the change does arrive
 
 
-def test_shown_frames_are_pinned_in_the_next_window():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_shown_frames_are_pinned_in_the_next_window(backend):
     """The known frames of a window come out exactly as they were shown (x0 replacement), so
     the motion carries across hops instead of restarting."""
     from talkinghead.motion.streaming import frame_noise, sample_window
 
     from talkinghead.pipelines.stream import single_threaded
 
-    expr, _ = debug_models()
-    audio = torch.randn(1, 12, 320)
-    known = torch.randn(5, 20)
+    expr, _ = debug_models(backend=backend)
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal((1, 12, 320)).astype(np.float32)
+    known = rng.standard_normal((5, 20)).astype(np.float32)
     with single_threaded():
         out = sample_window(expr, audio, known, frame_noise(0, 0, 12, 20), steps=3)
         free = sample_window(expr, audio, known[:0], frame_noise(0, 0, 12, 20), steps=3)
-    torch.testing.assert_close(out[:5], known)
-    assert not torch.allclose(out[5:], free[5:])                  # the past conditions the future
+    out, free = np.asarray(out), np.asarray(free)                 # numpy in, numpy out; or tensors
+    np.testing.assert_array_equal(out[:5], known)
+    assert np.abs(out[5:] - free[5:]).max() > 1e-3                # the past conditions the future
+
+
+def test_frame_noise_is_torchs_draw_per_frame_without_torch():
+    """Noise of absolute frame f = torch.randn(C) from a generator seeded seed * 1_000_003 + f:
+    torch's float Box-Muller (20 expression channels, to 1-2 ulp) and its double one (3 pose
+    channels, exactly); equal to TorchGenerator's draw bit for bit; batched over seeds."""
+    from talkinghead.diffusion.torch_rng import TorchGenerator
+    from talkinghead.motion.streaming import frame_noise, torch_frame_noise
+
+    for c in (20, 3, 16, 1):
+        for seed in (0, 7, 2 ** 33 + 5):                          # above 2^32: torch keeps 32 bits
+            x = frame_noise(seed, 4, 30, c)
+            assert x.shape == (26, c) and x.dtype == np.float32
+            np.testing.assert_allclose(x, torch_frame_noise(seed, 4, 30, c).numpy(), rtol=0, atol=5e-7)
+            if c < 16:
+                np.testing.assert_array_equal(x, torch_frame_noise(seed, 4, 30, c).numpy())
+            np.testing.assert_array_equal(x[3], TorchGenerator(seed * 1_000_003 + 7).randn(c))
+    both = frame_noise([2, 9], 10, 14, 20)                       # (B, T, C)
+    np.testing.assert_array_equal(both[1], frame_noise(9, 10, 14, 20))
+    np.testing.assert_array_equal(frame_noise(2, 0, 14, 20)[10:], both[0])   # per frame, not per call
+    assert frame_noise(1, 5, 5, 3).shape == (0, 3) and frame_noise([1, 2], 5, 5, 20).shape == (2, 0, 20)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_numpy_stream_equals_the_torch_stream(sampler):
+    """The same weights as NumpyMotionDiTs and as torch modules, hop after hop (the known frames
+    pinned, batched seeds with a blink rate and none (NaN), a pose style, a pose gain): the same
+    stream to float32 rounding; and the offline sampling `calibrate_alive` compares it with."""
+    from talkinghead.motion.streaming import StreamingFD2Talk, StreamWindow, sample_offline
+    from talkinghead.pipelines.stream import single_threaded
+
+    models = {b: debug_models(backend=b) for b in ("numpy", "torch")}
+    feats = np.random.default_rng(1).standard_normal((30, 320)).astype(np.float32)
+    w = StreamWindow(context=6, hop=2, lookahead=3)
+    kw = dict(seed=[4, 5], steps=3, sampler=sampler, pose_style=2, blink_rate=[0.3, None], pose_gain=1.5)
+    streams = {b: StreamingFD2Talk(*m, w, **kw) for b, m in models.items()}
+    with single_threaded():
+        for first in range(0, 24, 2):
+            a = feats[first - streams["numpy"].known:first + 5]
+            (e, p), (e1, p1) = (s.step(a, first, 2) for s in streams.values())
+            assert e.shape == (2, 2, 20) and p.shape == (2, 2, 3) and e.dtype == np.float32
+            np.testing.assert_allclose(e, e1, rtol=0, atol=2e-5 * max(1, np.abs(e1).max()))
+            np.testing.assert_allclose(p, p1, rtol=0, atol=2e-5 * max(1, np.abs(p1).max()))
+        off = {b: sample_offline(*m, feats, 3, 2, sampler, 0.5, 1) for b, m in models.items()}
+    for x, y in zip(off["numpy"], off["torch"]):
+        assert x.shape[:2] == (3, 30)
+        np.testing.assert_allclose(x, y, rtol=0, atol=2e-5 * max(1, np.abs(y).max()))
+    with pytest.raises(ValueError, match="both be numpy or both torch"):
+        StreamingFD2Talk(models["numpy"][0], models["torch"][1], w)
+
+
+@pytest.mark.slow
+def test_live_motion_on_the_shipped_models_matches_torch_and_never_imports_it():
+    """Shipped checkpoints on the sample speech's Whisper features, 3 steps per 3-frame hop:
+    numpy vs torch streams (measured: 8e-7 in blendshapes, 3e-6 deg). Then `talkinghead
+    live`'s own path in a fresh process (the pipeline, its liveliness calibration, a LiveStream
+    fed 1 s of the sample in real time): every frame out, and no torch in sys.modules."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from talkinghead.audio.features import get_extractor
+    from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
+    from talkinghead.motion.registry import load_checkpoint, shipped
+    from talkinghead.motion.streaming import StreamingFD2Talk, StreamWindow
+    from talkinghead.pipelines.stream import hops_from_features, single_threaded
+
+    names = ("fd2talk_expression", "fd2talk_pose")
+    models = ([NumpyMotionDiT.from_checkpoint(shipped(n)) for n in names], [load_checkpoint(shipped(n)) for n in names])
+    x = speech(2.0)
+    with single_threaded():
+        feats = get_extractor("whisper").frames(x, 25.0, len(x) // 640)
+        hops = hops_from_features(feats, StreamWindow())
+        out = []
+        for m in models:
+            s = StreamingFD2Talk(*m, StreamWindow(), seed=[0, 1], steps=3, blink_rate=[0.7, None], pose_style=1)
+            parts = [s.step(h.features, h.first, h.emit) for h in hops]
+            out.append([np.concatenate([p[i] for p in parts], 1) for i in (0, 1)])    # (2, 50, C)
+    d = [float(np.abs(a - b).max()) for a, b in zip(*out)]
+    print(f"numpy vs torch live motion: {d[0]:.1e} blendshapes, {d[1]:.1e} deg")
+    assert out[0][0].shape == (2, 50, 20) and d[0] < 1e-5 and d[1] < 1e-4
+
+    script = textwrap.dedent("""
+        import asyncio, sys
+        from talkinghead.assets import SAMPLE_DIR
+        from talkinghead.io.audio import read_audio
+        from talkinghead.motion.generate import MotionControls
+        from talkinghead.pipelines.stream import StreamConfig, StreamPipeline
+        from talkinghead.serve.live import LiveService, LiveSettings, feed_realtime
+
+        cfg = StreamConfig(crop_size=128, alive_seconds=1.0, alive_seeds=1, alive_conditions=(0.5, 1.5))
+        service = LiveService(LiveSettings(str(SAMPLE_DIR / "portrait.jpg"), controls=MotionControls(steps=2)),
+                              StreamPipeline(cfg))
+        stream = service.stream()
+
+        async def run():
+            feeder = asyncio.create_task(feed_realtime(stream, read_audio(SAMPLE_DIR / "speech.wav").mono()[:16000]))
+            n = [m async for m in stream.frames()]
+            await feeder
+            return len(n)
+
+        print(asyncio.run(run()), "torch" in sys.modules, service.pipeline.calibration(MotionControls(steps=2)))
+    """)
+    env = {**os.environ, "TALKINGHEAD_ALIVE_CACHE": "off", "OMP_NUM_THREADS": "1"}  # calibrated here
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    frames, torch_loaded, calibration = res.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert (frames, torch_loaded) == ("25", "False"), res.stdout
+    assert calibration.startswith("AliveCalibration(blink_rate="), calibration
 
 
 @pytest.mark.slow
@@ -106,7 +226,7 @@ def test_stream_pipeline_yields_frames_with_their_audio(portrait_path):
     from talkinghead.pipelines.stream import StreamConfig, StreamPipeline, chunked
     from talkinghead.pipelines.stream import single_threaded
 
-    expr, pose = debug_models()
+    expr, pose = debug_models(backend="numpy")
     cfg = StreamConfig(crop_size=128, window=StreamWindow(context=8, hop=2, lookahead=3),
                        alive_seconds=2.0, alive_seeds=1)           # a short liveliness calibration
     pipe = StreamPipeline(cfg, expr, pose, MelExtractor())
@@ -134,11 +254,12 @@ def test_fit_alive_matches_the_offline_blink_rate_and_pose_variance():
     assert fit_alive(0.3, 1.0, (0.5, 1.0, 1.5), (0.3, 0.3, 0.2), 1.0).blink_rate is None      # no response
 
 
-def test_batched_streams_equal_single_streams():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_batched_streams_equal_single_streams(backend):
     from talkinghead.motion.streaming import StreamingFD2Talk, StreamWindow
     from talkinghead.pipelines.stream import single_threaded
 
-    expr, pose = debug_models()
+    expr, pose = debug_models(backend=backend)
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((30, 320)).astype(np.float32)
     w = StreamWindow(context=6, hop=2, lookahead=3)
@@ -164,13 +285,15 @@ def test_calibrated_stream_blinks_and_moves_the_head_as_offline_sampling_does(mo
     from talkinghead.audio.features import get_extractor
     from talkinghead.evaluation.motion_stats import motion_stats
     from talkinghead.evaluation.testset import real_speech
+    from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
     from talkinghead.motion.generate import to_motion
-    from talkinghead.motion.registry import load_checkpoint, shipped
-    from talkinghead.motion.streaming import StreamingFD2Talk
+    from talkinghead.motion.registry import shipped
+    from talkinghead.motion.streaming import StreamingFD2Talk, sample_offline
     from talkinghead.pipelines.stream import (StreamConfig, calibrate_alive, calibration_audio,
                                               hops_from_features, single_threaded)
 
-    expr, pose = load_checkpoint(shipped("fd2talk_expression")), load_checkpoint(shipped("fd2talk_pose"))
+    load = NumpyMotionDiT.from_checkpoint                          # live's models (no torch)
+    expr, pose = load(shipped("fd2talk_expression")), load(shipped("fd2talk_pose"))
     ex = get_extractor(expr.feature)
     cfg, controls = StreamConfig(alive_seeds=2), MotionControls(steps=3)
     with monkeypatch.context() as m:   # only its audio is used: no pocketsphinx phones (4 CPU s)
@@ -189,9 +312,7 @@ def test_calibrated_stream_blinks_and_moves_the_head_as_offline_sampling_does(mo
 
     with single_threaded():
         feats = ex.frames(x, 25.0, len(x) // 640)
-        a = torch.from_numpy(feats)[None].expand(2, -1, -1)
-        g = torch.Generator().manual_seed(0)
-        offline = stats(expr.sample(a, 10, g).numpy(), pose.sample(a, 10, g).numpy())
+        offline = stats(*sample_offline(expr, pose, feats, 2, 10))
         y = calibration_audio(cfg.alive_seconds)
         fy = ex.frames(y, 25.0, len(y) // 640)
         cal = calibrate_alive(cfg, controls, expr, pose, fy, hops_from_features(fy, cfg.window))
@@ -231,7 +352,7 @@ def live_server(portrait_path, tmp_path, request):
 
     wav = tmp_path / "speech.wav"
     write_wav(wav, AudioClip(speech(2.0)[None], 16000))
-    expr, pose = debug_models()
+    expr, pose = debug_models(backend="numpy")
     pipe = StreamPipeline(StreamConfig(crop_size=128, window=StreamWindow(context=8, hop=5, lookahead=3),
                                        alive=False), expr, pose, MelExtractor())
     source = str(wav) if request.param == "file" else "mic"
@@ -339,5 +460,11 @@ def test_liveliness_calibration_is_kept_on_disk_per_model(tmp_path, monkeypatch)
     other, _ = debug_models(seed=1)
     assert alive_cache_path(cfg, key, other, pose, MelExtractor()) != \
         alive_cache_path(cfg, key, expr, pose, MelExtractor())
+    # numpy models: keyed by their own arrays (stable, per weights, apart from the torch modules')
+    (ne, npo), (ne1, _) = debug_models(backend="numpy"), debug_models(seed=1, backend="numpy")
+    path = alive_cache_path(cfg, key, ne, npo, MelExtractor())
+    assert path == alive_cache_path(cfg, key, *debug_models(backend="numpy"), MelExtractor())
+    assert len({path, alive_cache_path(cfg, key, ne1, npo, MelExtractor()),
+                alive_cache_path(cfg, key, expr, pose, MelExtractor())}) == 3
     monkeypatch.setenv("TALKINGHEAD_ALIVE_CACHE", "off")
     assert alive_cache_path(cfg, key, expr, pose, MelExtractor()) is None
