@@ -19,6 +19,8 @@
    first process, not counted, fills it).
 4. `--motion-hops N` (#12): the streaming motion's CPU per hop, numpy models vs torch ones,
    warm, N alternated rounds over the sample speech's hops (shipped models, `--steps`).
+   `--calibration`: the liveliness calibration (`calibrate_alive`, a first `live` start's
+   cost before its result is cached), numpy models then torch ones, CPU and the results.
 Run 3 and 4 with OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 (live's worker threads are
 single-threaded). Results: bench/results/live.json (3 and 4: live_numpy.json). Timings depend
 on the machine's load: `uptime` is printed.
@@ -304,6 +306,25 @@ def motion_hops(rounds: int, steps: int) -> dict:
     return res
 
 
+def calibration(steps: int) -> dict:
+    """`StreamPipeline.calibration` uncached (the default settings), numpy then torch models."""
+    from talkinghead.motion.registry import load_checkpoint, shipped
+    from talkinghead.pipelines.stream import MotionControls, StreamConfig, StreamPipeline
+
+    os.environ["TALKINGHEAD_ALIVE_CACHE"] = "off"
+    out = {}
+    for name in ("numpy", "torch"):
+        models = () if name == "numpy" else [load_checkpoint(shipped(n)) for n in ("fd2talk_expression", "fd2talk_pose")]
+        pipe = StreamPipeline(StreamConfig(), *models)
+        pipe.extractor                                              # loaded outside the figure
+        c, load0 = time.process_time(), load()
+        cal = pipe.calibration(MotionControls(steps=steps))
+        out[name] = {"cpu_s": time.process_time() - c, "load": load0, **cal.as_dict()}
+        print(f"calibration, {name} models: {out[name]['cpu_s']:.1f} CPU s (load {load0}): blink-rate condition "
+              f"{cal.blink_rate}, pose gain {cal.pose_gain:.4f}", flush=True)
+    return out
+
+
 def numpy_figures(a: argparse.Namespace) -> None:
     """Modes 3 and 4: bench/results/live_numpy.json (merged with what it holds)."""
     path = ROOT / "bench" / "results" / "live_numpy.json"
@@ -311,6 +332,8 @@ def numpy_figures(a: argparse.Namespace) -> None:
     res["threads"] = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     if a.motion_hops:
         res["motion_per_hop"] = motion_hops(a.motion_hops, a.steps)
+    if a.calibration:
+        res["calibration"] = calibration(a.steps)
     if a.first_frame:
         res["first_frame"] = first_frame(a.first_frame, a.old_tree)
         for name, r in res["first_frame"].items():
@@ -339,9 +362,10 @@ def main() -> None:
     ap.add_argument("--first-frame", type=int, default=0, help="fresh processes to the first live frame")
     ap.add_argument("--old-tree", help="--first-frame: an older tree (git archive) to alternate with")
     ap.add_argument("--motion-hops", type=int, default=0, help="rounds of warm per-hop motion, numpy vs torch")
+    ap.add_argument("--calibration", action="store_true", help="the liveliness calibration's CPU, numpy vs torch")
     a = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
-    if a.first_frame or a.motion_hops:
+    if a.first_frame or a.motion_hops or a.calibration:
         numpy_figures(a)
         return
     res = {"cpus": os.cpu_count()}
