@@ -317,10 +317,12 @@ def calibration(steps: int) -> dict:
         models = () if name == "numpy" else [load_checkpoint(shipped(n)) for n in ("fd2talk_expression", "fd2talk_pose")]
         pipe = StreamPipeline(StreamConfig(), *models)
         pipe.extractor                                              # loaded outside the figure
-        c, load0 = time.process_time(), load()
+        c, w, load0 = time.process_time(), time.perf_counter(), load()
         cal = pipe.calibration(MotionControls(steps=steps))
-        out[name] = {"cpu_s": time.process_time() - c, "load": load0, **cal.as_dict()}
-        print(f"calibration, {name} models: {out[name]['cpu_s']:.1f} CPU s (load {load0}): blink-rate condition "
+        out[name] = {"cpu_s": time.process_time() - c, "wall_s": time.perf_counter() - w, "load": load0,
+                     **cal.as_dict()}
+        print(f"calibration, {name} models: {out[name]['cpu_s']:.1f} CPU s, {out[name]['wall_s']:.1f} s wall "
+              f"(load {load0}): blink-rate condition "
               f"{cal.blink_rate}, pose gain {cal.pose_gain:.4f}", flush=True)
     return out
 
