@@ -338,23 +338,99 @@ class StreamSession:
         return self.render(self.hops(None))
 
 
-def alive_cache_path(config: StreamConfig, key: tuple, expression, pose, extractor) -> Path | None:
-    """Where `calibrate_alive`'s result for these models, settings and controls is kept: the
-    cache folder, under a hash of the models' weights, the stream's settings and the controls
-    (None when the cache is off: `TALKINGHEAD_ALIVE_CACHE=off`). The calibration costs about
-    47 CPU s with the shipped models; a second `live` start with the same models reads it.
-    Numpy and torch models hash apart (`weights_digest`): their calibrations differ by ~1e-6."""
+def alive_key(config: StreamConfig, key: tuple, expression, pose, extractor) -> str:
+    """The key of `calibrate_alive`'s result for these models, settings and controls: a hash of
+    the models' weights (`weights_digest`: numpy and torch models hash apart, their
+    calibrations differ by ~1e-6), the stream's settings and the controls."""
     import hashlib
+
+    h = hashlib.sha256(repr((config, key, type(extractor).__name__)).encode())
+    for model in (expression, pose):
+        weights_digest(model, h)
+    return h.hexdigest()[:24]
+
+
+def alive_cache_path(digest: str) -> Path | None:
+    """Where the calibration under `alive_key` `digest` is kept: the cache folder (None when the
+    cache is off: `TALKINGHEAD_ALIVE_CACHE=off`, which also skips the shipped one). A first
+    calibration costs about 50 CPU s (30 s wall on 2 cores); a second `live` start reads it."""
     import os
 
     from talkinghead.assets import cache_dir
 
     if os.environ.get("TALKINGHEAD_ALIVE_CACHE", "") == "off":
         return None
-    h = hashlib.sha256(repr((config, key, type(extractor).__name__)).encode())
-    for model in (expression, pose):
-        weights_digest(model, h)
-    return cache_dir() / "live_alive" / f"{h.hexdigest()[:24]}.json"
+    return cache_dir() / "live_alive" / f"{digest}.json"
+
+
+def shipped_alive_path() -> Path:
+    """The calibration shipped for the shipped models under `talkinghead live`'s defaults."""
+    from talkinghead.motion.registry import WEIGHTS_DIR
+
+    return WEIGHTS_DIR / "alive_calibration.json"
+
+
+def shipped_alive(digest: str, path: Path | None = None) -> AliveCalibration | None:
+    """The shipped calibration if it was made under exactly this key (the shipped models and the
+    default settings), else None: other models or settings calibrate (and cache) as before."""
+    import json
+    import os
+
+    path = path if path is not None else shipped_alive_path()
+    if os.environ.get("TALKINGHEAD_ALIVE_CACHE", "") == "off" or not path.exists():
+        return None
+    try:
+        entry = json.loads(path.read_text())["calibrations"].get(digest)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return _alive_from(entry["calibration"]) if entry else None
+
+
+def _alive_from(raw: dict) -> AliveCalibration | None:
+    try:
+        raw = {**raw, "conditions": tuple(raw["conditions"]),
+               "streamed_blinks_per_s": tuple(raw["streamed_blinks_per_s"])}
+        return AliveCalibration(**raw)
+    except (TypeError, KeyError):
+        return None
+
+
+def write_shipped_alive(pipeline: StreamPipeline, controls: MotionControls, path: Path,
+                        command: str) -> dict:
+    """Run the real `calibrate_alive` for `pipeline`'s models and settings under `controls` and
+    store it in `path` under its `alive_key`, with how it was made (command, date, git commit,
+    CPU and wall seconds, the settings). Made for the shipped defaults by
+    `python -m talkinghead.pipelines.stream --write-shipped-calibration`; never edited by hand."""
+    import json
+    import subprocess
+    import time
+    from datetime import datetime, timezone
+
+    cfg = pipeline.config
+    key = (controls.steps, controls.sampler, controls.pose_style, controls.blink_rate)
+    digest = alive_key(cfg, key, pipeline.expression, pipeline.pose, pipeline.extractor)
+    wall, cpu = time.perf_counter(), time.process_time()
+    cal = pipeline._calibrate(controls)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=30,
+                                  cwd=Path(__file__).parent).stdout.strip()
+        except OSError:
+            return ""
+
+    made = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty_paths": len(git("status", "--porcelain").splitlines()),
+            "cpu_s": round(cpu, 1), "wall_s": round(wall, 1),
+            "settings": repr(cfg), "controls": repr(key), "extractor": type(pipeline.extractor).__name__}
+    doc = {"about": "calibrate_alive's result for the shipped FD2Talk models under `talkinghead "
+                    "live`'s default settings, keyed as the user cache is (pipelines/stream.py: "
+                    "alive_key); any other key calibrates on the first start",
+           "calibrations": {digest: {"made": made, "calibration": cal.as_dict()}}}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
 
 
 def read_alive(path: Path | None) -> AliveCalibration | None:
@@ -364,11 +440,8 @@ def read_alive(path: Path | None) -> AliveCalibration | None:
     if path is None or not path.exists():
         return None
     try:
-        raw = json.loads(path.read_text())
-        raw["conditions"] = tuple(raw["conditions"])
-        raw["streamed_blinks_per_s"] = tuple(raw["streamed_blinks_per_s"])
-        return AliveCalibration(**raw)
-    except (ValueError, TypeError, KeyError):
+        return _alive_from(json.loads(path.read_text()))
+    except ValueError:
         return None
 
 
@@ -433,14 +506,16 @@ class StreamPipeline:
 
     def calibration(self, controls: MotionControls) -> AliveCalibration | None:
         """`calibrate_alive` on the sample speech for these controls (not the seed), once per
-        pipeline (about 20 CPU s with the shipped models); None when `config.alive` is off."""
+        pipeline: the shipped value for the shipped models under the defaults, else the user
+        cache's, else measured (about 50 CPU s) and cached; None when `config.alive` is off."""
         cfg = self.config
         if not cfg.alive:
             return None
         key = (controls.steps, controls.sampler, controls.pose_style, controls.blink_rate)
         if key not in self._alive:
-            stored = alive_cache_path(cfg, key, self.expression, self.pose, self.extractor)
-            cal = read_alive(stored)
+            digest = alive_key(cfg, key, self.expression, self.pose, self.extractor)
+            stored = alive_cache_path(digest)
+            cal = shipped_alive(digest) or read_alive(stored)       # shipped: the defaults' (instant)
             if cal is None:
                 cal = self._calibrate(controls)
                 write_alive(stored, cal)
@@ -498,3 +573,21 @@ def chunked(samples: np.ndarray, chunk_s: float = 0.02) -> Iterator[np.ndarray]:
     n = max(1, int(round(chunk_s * SAMPLE_RATE)))
     for i in range(0, len(samples), n):
         yield samples[i:i + n]
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+    import sys
+
+    from talkinghead.pipelines import stream as _stream     # the module's own objects, not __main__'s
+
+    ap = argparse.ArgumentParser(description="write the liveliness calibration shipped with the models")
+    ap.add_argument("--write-shipped-calibration", action="store_true", required=True,
+                    help="run calibrate_alive on the shipped models, `talkinghead live`'s defaults "
+                         "(about 50 CPU s) and write talkinghead/weights/alive_calibration.json")
+    ap.parse_args()
+    doc = _stream.write_shipped_alive(_stream.StreamPipeline(), MotionControls(steps=3),
+                                      _stream.shipped_alive_path(),
+                                      "python -m talkinghead.pipelines.stream " + " ".join(sys.argv[1:]))
+    print(json.dumps(doc, indent=1))
