@@ -435,12 +435,12 @@ def test_frame_messages_round_trip():
 
 def test_liveliness_calibration_is_kept_on_disk_per_model(tmp_path, monkeypatch):
     """A second pipeline with the same models reads the calibration instead of sampling it again
-    (47 CPU s with the shipped models); other weights get their own."""
+    (about 50 CPU s with the shipped models); other weights get their own."""
     import json
 
     from talkinghead.audio.features import MelExtractor
     from talkinghead.motion.streaming import StreamWindow
-    from talkinghead.pipelines.stream import StreamConfig, StreamPipeline, alive_cache_path
+    from talkinghead.pipelines.stream import StreamConfig, StreamPipeline, alive_cache_path, alive_key
 
     monkeypatch.setenv("TALKINGHEAD_CACHE", str(tmp_path))
     expr, pose = debug_models()
@@ -458,13 +458,154 @@ def test_liveliness_calibration_is_kept_on_disk_per_model(tmp_path, monkeypatch)
     assert json.dumps(second.as_dict()) == json.dumps(first.as_dict())   # NaN-safe equality
     key = (controls.steps, controls.sampler, controls.pose_style, controls.blink_rate)
     other, _ = debug_models(seed=1)
-    assert alive_cache_path(cfg, key, other, pose, MelExtractor()) != \
-        alive_cache_path(cfg, key, expr, pose, MelExtractor())
+    assert alive_key(cfg, key, other, pose, MelExtractor()) != \
+        alive_key(cfg, key, expr, pose, MelExtractor())
     # numpy models: keyed by their own arrays (stable, per weights, apart from the torch modules')
     (ne, npo), (ne1, _) = debug_models(backend="numpy"), debug_models(seed=1, backend="numpy")
-    path = alive_cache_path(cfg, key, ne, npo, MelExtractor())
-    assert path == alive_cache_path(cfg, key, *debug_models(backend="numpy"), MelExtractor())
-    assert len({path, alive_cache_path(cfg, key, ne1, npo, MelExtractor()),
-                alive_cache_path(cfg, key, expr, pose, MelExtractor())}) == 3
+    digest = alive_key(cfg, key, ne, npo, MelExtractor())
+    assert digest == alive_key(cfg, key, *debug_models(backend="numpy"), MelExtractor())
+    assert len({digest, alive_key(cfg, key, ne1, npo, MelExtractor()),
+                alive_key(cfg, key, expr, pose, MelExtractor())}) == 3
     monkeypatch.setenv("TALKINGHEAD_ALIVE_CACHE", "off")
-    assert alive_cache_path(cfg, key, expr, pose, MelExtractor()) is None
+    assert alive_cache_path(digest) is None
+
+
+def _default_live_key():
+    """`alive_key` of `talkinghead live`'s defaults on the shipped models (recomputed here)."""
+    from talkinghead.audio.features import get_extractor
+    from talkinghead.motion.fd2talk_numpy import NumpyMotionDiT
+    from talkinghead.motion.registry import shipped
+    from talkinghead.pipelines.stream import StreamConfig, alive_key
+
+    expr, pose = (NumpyMotionDiT.from_checkpoint(shipped(n)) for n in ("fd2talk_expression", "fd2talk_pose"))
+    c = MotionControls(steps=3)                                      # `live --steps`'s default
+    return alive_key(StreamConfig(), (c.steps, c.sampler, c.pose_style, c.blink_rate), expr, pose,
+                     get_extractor(expr.feature)), (expr, pose)
+
+
+def test_the_shipped_calibration_is_keyed_by_the_shipped_models_and_the_live_defaults():
+    """talkinghead/weights/alive_calibration.json holds one calibration, under the key recomputed
+    here from the shipped models' arrays (a retrained model or changed default fails this: rerun
+    `python -m talkinghead.pipelines.stream --write-shipped-calibration`), made by that command."""
+    import json
+
+    from talkinghead.pipelines.stream import shipped_alive, shipped_alive_path
+
+    digest, _ = _default_live_key()
+    doc = json.loads(shipped_alive_path().read_text())
+    assert list(doc["calibrations"]) == [digest]
+    made = doc["calibrations"][digest]["made"]
+    assert made["command"].endswith("--write-shipped-calibration") and len(made["git_commit"]) == 40
+    assert made["cpu_s"] > 10                                        # measured, not written by hand
+    cal = shipped_alive(digest)
+    assert cal is not None and cal.conditions == (0.5, 1.0, 1.5)
+    assert cal.blink_rate is None or 0.5 <= cal.blink_rate <= 1.5
+    assert 0.5 < cal.pose_gain < 2 and cal.offline_pose_std > 0
+    assert shipped_alive(digest[::-1]) is None
+
+
+def test_non_default_live_settings_still_calibrate(tmp_path, monkeypatch):
+    """Shipped models, other controls or settings: no shipped value, so the pipeline calibrates
+    (here a stand-in for the 50 CPU s measurement) and caches it; the defaults do not."""
+    from talkinghead.motion.streaming import AliveCalibration
+    from talkinghead.pipelines.stream import StreamConfig, StreamPipeline
+
+    monkeypatch.setenv("TALKINGHEAD_CACHE", str(tmp_path))
+    _, (expr, pose) = _default_live_key()
+    calls = []
+
+    def calibrate(self, controls):
+        calls.append(controls)
+        return AliveCalibration(0.9, 1.1)
+
+    monkeypatch.setattr(StreamPipeline, "_calibrate", calibrate)
+    default = StreamPipeline(StreamConfig(), expr, pose)
+    assert default.calibration(MotionControls(steps=3)).conditions == (0.5, 1.0, 1.5) and not calls
+    assert default.calibration(MotionControls(steps=4)) == AliveCalibration(0.9, 1.1) and len(calls) == 1
+    other = StreamPipeline(StreamConfig(features_s=1.0), expr, pose)
+    assert other.calibration(MotionControls(steps=3)) == AliveCalibration(0.9, 1.1) and len(calls) == 2
+    assert len(list((tmp_path / "live_alive").glob("*.json"))) == 2      # cached as before
+    monkeypatch.setenv("TALKINGHEAD_ALIVE_CACHE", "off")                # off: always measured
+    StreamPipeline(StreamConfig(), expr, pose).calibration(MotionControls(steps=3))
+    assert len(calls) == 3
+
+
+def test_the_shipped_calibration_writer_runs_the_real_calibration(tmp_path, monkeypatch):
+    """The writer on a debug config: the real `calibrate_alive`, stored under the pipeline's key
+    with how it was made; a pipeline then reads it without calibrating, other models do not."""
+    import json
+
+    from talkinghead.audio.features import MelExtractor
+    from talkinghead.motion.streaming import StreamWindow
+    from talkinghead.pipelines import stream
+
+    monkeypatch.setenv("TALKINGHEAD_CACHE", str(tmp_path / "cache"))
+    expr, pose = debug_models(backend="numpy")
+    cfg = stream.StreamConfig(crop_size=128, window=StreamWindow(context=8, hop=2, lookahead=3),
+                              alive_seconds=2.0, alive_seeds=1)
+    controls, path = MotionControls(steps=2), tmp_path / "alive_calibration.json"
+    doc = stream.write_shipped_alive(stream.StreamPipeline(cfg, expr, pose, MelExtractor()), controls,
+                                     path, "test")
+    (digest, entry), = doc["calibrations"].items()
+    assert json.loads(path.read_text()) == json.loads(json.dumps(doc))
+    assert entry["made"]["command"] == "test" and entry["made"]["cpu_s"] >= 0
+    reference = stream.StreamPipeline(cfg, expr, pose, MelExtractor())._calibrate(controls)
+    assert json.dumps(entry["calibration"]) == json.dumps(reference.as_dict())   # deterministic
+
+    def fail(self, controls):
+        raise AssertionError("calibrated despite the shipped value")
+
+    monkeypatch.setattr(stream, "shipped_alive_path", lambda: path)
+    monkeypatch.setattr(stream.StreamPipeline, "_calibrate", fail)
+    got = stream.StreamPipeline(cfg, expr, pose, MelExtractor()).calibration(controls)
+    assert json.dumps(got.as_dict()) == json.dumps(reference.as_dict())
+    other, _ = debug_models(seed=1, backend="numpy")
+    with pytest.raises(AssertionError, match="calibrated despite"):
+        stream.StreamPipeline(cfg, other, pose, MelExtractor()).calibration(controls)
+
+
+@pytest.mark.slow
+def test_a_first_live_start_on_the_defaults_does_not_calibrate(tmp_path):
+    """A fresh `talkinghead live` process, empty cache folder, default settings: the shipped
+    calibration applies (calibrating raises here), the first hop renders, nothing is cached."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from talkinghead.assets import SAMPLE_DIR
+
+    script = textwrap.dedent("""
+        import sys
+        import uvicorn
+        import talkinghead.serve.live as live
+        from talkinghead.io.audio import read_audio
+        from talkinghead.pipelines.stream import StreamPipeline, single_threaded
+
+        def fail(self, controls):
+            raise AssertionError("calibrated")
+
+        StreamPipeline._calibrate = fail
+        captured, make_app = [], live.create_live_app
+        live.create_live_app = lambda service: (captured.append(service), make_app(service))[1]
+
+        def first_frame(app, **kw):
+            service = captured[0]
+            cfg = service.pipeline.config
+            x = read_audio(sys.argv[2]).mono()[:(cfg.window.hop + cfg.window.lookahead) * cfg.frame_samples]
+            with single_threaded():
+                frames = service.pipeline.session(service.state, service.settings.controls).push(x)
+            print("frames", len(frames), service.pipeline.calibration(service.settings.controls).pose_gain)
+
+        uvicorn.run = first_frame
+        from talkinghead.cli import main
+        main(["live", "--image", sys.argv[1], "--input", sys.argv[2]])
+    """)
+    env = {**os.environ, "TALKINGHEAD_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1", "GLOG_minloglevel": "2"}
+    env.pop("TALKINGHEAD_ALIVE_CACHE", None)
+    res = subprocess.run([sys.executable, "-c", script, str(SAMPLE_DIR / "portrait.jpg"),
+                          str(SAMPLE_DIR / "speech.wav")], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    words = res.stdout.strip().splitlines()[-1].split()
+    assert words[:2] == ["frames", "3"] and 0.5 < float(words[2]) < 2, res.stdout
+    assert not list(tmp_path.rglob("*.json"))                        # nothing measured, nothing cached
