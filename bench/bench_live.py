@@ -16,7 +16,10 @@
    process's start (before the interpreter) to that frame, with the stages; whether torch was
    imported. With `--old-tree DIR` (a `git archive` of an earlier commit) its processes
    alternate with this tree's. The liveliness calibration is read from its cache (each tree's
-   first process, not counted, fills it).
+   first process, not counted, fills it). `--first-start N`: the same, each process with a new,
+   empty cache folder, as a user's very first start: the shipped models under the defaults
+   read the shipped calibration (talkinghead/weights/alive_calibration.json); an old tree
+   without it calibrates (about 50 CPU s).
 4. `--motion-hops N` (#12): the streaming motion's CPU per hop, numpy models vs torch ones,
    warm, N alternated rounds over the sample speech's hops (shipped models, `--steps`).
    `--calibration`: the liveliness calibration (`calibrate_alive`, a first `live` start's
@@ -230,12 +233,15 @@ print(json.dumps({**out, "torch": "torch" in sys.modules, "package": live.__file
 """
 
 
-def _first_frame_run(tree: Path) -> dict:
-    """One fresh `talkinghead live` process of `tree` up to its first frame."""
+def _first_frame_run(tree: Path, empty_cache: bool = False) -> dict:
+    """One fresh `talkinghead live` process of `tree` up to its first frame (`empty_cache`: with
+    a new, empty cache folder, as on a first start)."""
     import subprocess
 
     speech = ROOT / "talkinghead" / "assets" / "sample" / "speech.wav"
     env = {**os.environ, "PYTHONPATH": str(tree), "GLOG_minloglevel": "2"}
+    if empty_cache:
+        env["TALKINGHEAD_CACHE"] = tempfile.mkdtemp(prefix="th_first_start_")
     t0 = time.perf_counter()        # CLOCK_MONOTONIC: the child's perf_counter shares its origin
     res = subprocess.run([sys.executable, "-c", FIRST_FRAME, str(PORTRAIT), str(speech)], cwd=tree, env=env,
                          capture_output=True, text=True, check=True)
@@ -245,17 +251,18 @@ def _first_frame_run(tree: Path) -> dict:
             "ready_wall_s": r["ready"][0] - t0, "ready_cpu_s": r["ready"][1], "torch_imported": r["torch"]}
 
 
-def first_frame(runs: int, old_tree: str | None) -> dict:
-    """Fresh processes to the first live frame, this tree and `old_tree` alternated."""
+def first_frame(runs: int, old_tree: str | None, empty_cache: bool = False) -> dict:
+    """Fresh processes to the first live frame, this tree and `old_tree` alternated; the
+    calibration cached (filled by each tree's first process), or `empty_cache`: a first start."""
     import statistics
 
     trees = {"new": ROOT} | ({"old": Path(old_tree)} if old_tree else {})
-    for tree in trees.values():                                    # fills the calibration cache
+    for tree in trees.values() if not empty_cache else ():        # fills the calibration cache
         _first_frame_run(tree)
     rows: dict[str, list] = {k: [] for k in trees}
     for i in range(runs):
         for name in (list(trees) if i % 2 == 0 else list(trees)[::-1]):
-            r = {**_first_frame_run(trees[name]), "load": load()}
+            r = {**_first_frame_run(trees[name], empty_cache), "load": load()}
             rows[name].append(r)
             print(f"  {name}: first frame {r['first_frame_cpu_s']:.2f} CPU s, {r['first_frame_wall_s']:.2f} s "
                   f"wall (ready {r['ready_cpu_s']:.2f} / {r['ready_wall_s']:.2f}), torch {r['torch_imported']}, "
@@ -336,11 +343,12 @@ def numpy_figures(a: argparse.Namespace) -> None:
         res["motion_per_hop"] = motion_hops(a.motion_hops, a.steps)
     if a.calibration:
         res["calibration"] = calibration(a.steps)
-    if a.first_frame:
-        res["first_frame"] = first_frame(a.first_frame, a.old_tree)
-        for name, r in res["first_frame"].items():
-            print(f"first live frame, {name} tree, median of {a.first_frame}: {r['first_frame_cpu_s']:.2f} CPU s, "
-                  f"{r['first_frame_wall_s']:.2f} s wall; torch imported: {r['torch_imported']}")
+    for mode, runs in (("first_frame", a.first_frame), ("first_start", a.first_start)):
+        if runs:
+            res[mode] = first_frame(runs, a.old_tree, empty_cache=mode == "first_start")
+            for name, r in res[mode].items():
+                print(f"{mode.replace('_', ' ')}, {name} tree, median of {runs}: {r['first_frame_cpu_s']:.2f} "
+                      f"CPU s, {r['first_frame_wall_s']:.2f} s wall; torch imported: {r['torch_imported']}")
     path.write_text(json.dumps(res, indent=1, default=float))
     print(f"wrote {path}")
 
@@ -362,12 +370,14 @@ def main() -> None:
                     help="quality: the streamed runs without the liveliness calibration (calibrate_alive)")
     ap.add_argument("-o", "--output", default=str(ROOT / "bench" / "results" / "live.json"))
     ap.add_argument("--first-frame", type=int, default=0, help="fresh processes to the first live frame")
-    ap.add_argument("--old-tree", help="--first-frame: an older tree (git archive) to alternate with")
+    ap.add_argument("--first-start", type=int, default=0,
+                    help="the same, each with a new empty cache folder (a first start)")
+    ap.add_argument("--old-tree", help="--first-frame/--first-start: an older tree (git archive) to alternate with")
     ap.add_argument("--motion-hops", type=int, default=0, help="rounds of warm per-hop motion, numpy vs torch")
     ap.add_argument("--calibration", action="store_true", help="the liveliness calibration's CPU, numpy vs torch")
     a = ap.parse_args()
     os.environ.setdefault("GLOG_minloglevel", "2")
-    if a.first_frame or a.motion_hops or a.calibration:
+    if a.first_frame or a.first_start or a.motion_hops or a.calibration:
         numpy_figures(a)
         return
     res = {"cpus": os.cpu_count()}

@@ -322,8 +322,9 @@ def serve_live(settings: LiveSettings, host: str = "127.0.0.1", port: int = 8010
         raise InputError(f"{settings.input}: audio file not found (or use --input mic)")
     if not any(importlib.util.find_spec(m) for m in ("websockets", "wsproto")):
         raise TalkingHeadError("live mode needs a WebSocket package for uvicorn: pip install websockets")
-    print("live: preparing the portrait (a first start also calibrates blinks and head motion against "
-          "offline sampling: about 50 CPU s, kept for the next starts)...", flush=True)
+    print("live: preparing the portrait (the shipped models under the default settings come "
+          "calibrated; other models or settings calibrate blinks and head motion against offline "
+          "sampling on their first start: about 50 CPU s, kept for the next starts)...", flush=True)
     service = LiveService(settings, pipeline)
     print(f"live: open http://{host}:{port}/live", flush=True)
     uvicorn.run(create_live_app(service), host=host, port=port, log_level="warning")
