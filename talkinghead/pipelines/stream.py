@@ -338,13 +338,22 @@ class StreamSession:
         return self.render(self.hops(None))
 
 
+# settings that act after the motion is sampled (the portrait, the renderer, the output scales):
+# they do not change `calibrate_alive`'s result, so `--size`/`--still` share one calibration
+_AFTER_MOTION = frozenset({"mode", "crop_size", "calibrate", "render", "expression_scale", "pose_scale",
+                           "still", "alive"})
+
+
 def alive_key(config: StreamConfig, key: tuple, expression, pose, extractor) -> str:
     """The key of `calibrate_alive`'s result for these models, settings and controls: a hash of
     the models' weights (`weights_digest`: numpy and torch models hash apart, their
-    calibrations differ by ~1e-6), the stream's settings and the controls."""
+    calibrations differ by ~1e-6), the stream's settings that reach the motion and the controls."""
+    import dataclasses
     import hashlib
 
-    h = hashlib.sha256(repr((config, key, type(extractor).__name__)).encode())
+    settings = [(f.name, getattr(config, f.name)) for f in dataclasses.fields(config)
+                if f.name not in _AFTER_MOTION]
+    h = hashlib.sha256(repr((settings, key, type(extractor).__name__)).encode())
     for model in (expression, pose):
         weights_digest(model, h)
     return h.hexdigest()[:24]
