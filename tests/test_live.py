@@ -440,6 +440,8 @@ def test_liveliness_calibration_is_kept_on_disk_per_model(tmp_path, monkeypatch)
 
     from talkinghead.audio.features import MelExtractor
     from talkinghead.motion.streaming import StreamWindow
+    from dataclasses import replace
+
     from talkinghead.pipelines.stream import StreamConfig, StreamPipeline, alive_cache_path, alive_key
 
     monkeypatch.setenv("TALKINGHEAD_CACHE", str(tmp_path))
@@ -460,6 +462,13 @@ def test_liveliness_calibration_is_kept_on_disk_per_model(tmp_path, monkeypatch)
     other, _ = debug_models(seed=1)
     assert alive_key(cfg, key, other, pose, MelExtractor()) != \
         alive_key(cfg, key, expr, pose, MelExtractor())
+    # settings after the motion (portrait size, still, scales) share it; the motion's do not
+    same = alive_key(cfg, key, expr, pose, MelExtractor())
+    assert alive_key(replace(cfg, crop_size=512, mode="full", still=True, pose_scale=0.5), key, expr, pose,
+                     MelExtractor()) == same
+    for changed in (dict(features_s=1.0), dict(alive_seeds=2), dict(window=StreamWindow(context=8, hop=3))):
+        assert alive_key(replace(cfg, **changed), key, expr, pose, MelExtractor()) != same
+    assert alive_key(cfg, (3,) + key[1:], expr, pose, MelExtractor()) != same
     # numpy models: keyed by their own arrays (stable, per weights, apart from the torch modules')
     (ne, npo), (ne1, _) = debug_models(backend="numpy"), debug_models(seed=1, backend="numpy")
     digest = alive_key(cfg, key, ne, npo, MelExtractor())
